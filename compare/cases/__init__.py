@@ -1,0 +1,29 @@
+"""The comparison cases, one module per section of the source material, in seed order.
+
+Each module has ``NAME``, ``SOURCE`` and ``run(ctx) -> (jax_results, torch_results[, info])``.
+"""
+
+from compare.cases import (
+    binary_logistic,
+    grad_mean,
+    grad_poly_trig,
+    iris_softmax,
+    linear_regression,
+    mnist_softmax,
+    one_sample_logistic,
+    vjp_and_stop_gradient,
+)
+
+CASES = {
+    module.NAME: module
+    for module in (
+        grad_mean,
+        grad_poly_trig,
+        vjp_and_stop_gradient,
+        iris_softmax,
+        linear_regression,
+        binary_logistic,
+        mnist_softmax,
+        one_sample_logistic,
+    )
+}

@@ -1,0 +1,85 @@
+"""iris-softmax (seed 000 afternoon): Linear(2, 3), cross-entropy, SGD lr 0.01, 10 000 epochs."""
+
+import jax
+import jax.numpy as jnp
+import torch
+import torch.nn as nn
+import torch.optim as optim
+
+import funcgrad as fg
+from compare.harness import Exact, Logits
+from examples import iris_softmax as port
+
+NAME = "iris-softmax"
+SOURCE = "000 afternoon"
+
+
+class LogisticRegression(nn.Module):
+    def __init__(self, input_dim, output_dim):
+        super(LogisticRegression, self).__init__()
+        self.linear = nn.Linear(input_dim, output_dim)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+def run(ctx):
+    iris = fg.iris_first_two_features(ctx.dtype)
+    initial = ctx.cast(fg.to_state_dict(port.init_params(ctx.key(4))))
+    return jax_side(iris, initial), torch_side(ctx, iris, initial)
+
+
+def jax_side(iris, initial):
+    params = fg.from_state_dict(initial)
+    batch = (jnp.asarray(iris["x_train"]), jnp.asarray(iris["y_train"], jnp.int32))
+    grads = jax.grad(port.loss_fn)(params, batch)
+    params, losses = port.train(params, iris["x_train"], iris["y_train"])
+    test_logits = port.logits(params, jnp.asarray(iris["x_test"]))
+    correct = int(jnp.sum(fg.predict_classes(test_logits) == iris["y_test"]))
+    return {
+        "weight grad at init": grads["linear"]["weight"],
+        "bias grad at init": grads["linear"]["bias"],
+        "loss per epoch": losses,
+        "trained weight": params["linear"]["weight"],
+        "trained bias": params["linear"]["bias"],
+        "test logits": test_logits,
+        "test classes": Logits(test_logits),
+        "test accuracy": Exact(correct / len(iris["y_test"])),
+    }
+
+
+def torch_side(ctx, iris, initial):
+    X_train_2d, X_test_2d = ctx.to_torch(iris["x_train"]), ctx.to_torch(iris["x_test"])
+    y_train, y_test = ctx.to_torch(iris["y_train"]), ctx.to_torch(iris["y_test"])
+
+    model = LogisticRegression(2, 3).to(ctx.torch_device, ctx.torch_dtype)
+    model.load_state_dict({name: ctx.to_torch(value) for name, value in initial.items()})
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(model.parameters(), lr=0.01)
+
+    criterion(model(X_train_2d), y_train).backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    losses = []
+    for epoch in range(port.NUM_EPOCHS):
+        outputs = model(X_train_2d)
+        loss = criterion(outputs, y_train)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+
+    with torch.no_grad():
+        outputs = model(X_test_2d)
+        _, predicted = torch.max(outputs.data, 1)
+        correct = (predicted == y_test).sum().item()
+    return {
+        "weight grad at init": grads["linear.weight"],
+        "bias grad at init": grads["linear.bias"],
+        "loss per epoch": torch.stack(losses),
+        "trained weight": model.linear.weight,
+        "trained bias": model.linear.bias,
+        "test logits": outputs,
+        "test classes": Logits(outputs),
+        "test accuracy": Exact(correct / y_test.size(0)),
+    }

@@ -1,0 +1,99 @@
+"""mnist-softmax (seed 002): W = randn(784, 10)/sqrt(784), b = 0, cross-entropy, SGD lr 0.1,
+shuffled batches of 100, one epoch; real MNIST when a folder is given, else sklearn's digits."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+import funcgrad as fg
+from compare.harness import Exact, Logits
+from examples import mnist_softmax as port
+
+NAME = "mnist-softmax"
+SOURCE = "002"
+
+
+def run(ctx):
+    data_name, data = ctx.mnist()
+    init_key, order_key = jax.random.split(ctx.key(7))
+    initial = ctx.cast(fg.to_state_dict(port.init_params(init_key, data["train_images"][0].size)))
+    order = fg.shuffled_batch_indices(order_key, len(data["train_labels"]), port.BATCH_SIZE)
+    jax_results = jax_side(data, initial, order)
+    torch_results = torch_side(ctx, data, initial, order)
+    return jax_results, torch_results, {"data": data_name}
+
+
+def jax_side(data, initial, order):
+    params = fg.from_state_dict(initial)
+    first_batch = (jnp.asarray(data["train_images"][order[0]]),
+                   jnp.asarray(data["train_labels"][order[0]], jnp.int32))
+    grads = jax.grad(port.loss_fn)(params, first_batch)
+    params, losses = port.train_epoch(params, data["train_images"], data["train_labels"], order)
+    test_logits = port.logits(params, jnp.asarray(data["test_images"]))
+    correct = int(jnp.sum(fg.predict_classes(test_logits) == data["test_labels"]))
+    return {
+        "W grad on first batch": grads["W"],
+        "b grad on first batch": grads["b"],
+        "loss per batch": losses,
+        "trained W": params["W"],
+        "trained b": params["b"],
+        "test logits": test_logits,
+        "test classes": Logits(test_logits),
+        "test accuracy": Exact(correct / len(data["test_labels"])),
+    }
+
+
+def to_tensor(ctx, images):
+    """``transforms.ToTensor()``: uint8 pixels to floats in [0, 1], divided by 255."""
+    return ctx.to_torch(images).to(ctx.torch_dtype).div(255)
+
+
+def torch_side(ctx, data, initial, order):
+    mnist_train = TensorDataset(to_tensor(ctx, data["train_images"]),
+                                ctx.to_torch(data["train_labels"].astype(np.int64)))
+    mnist_test = TensorDataset(to_tensor(ctx, data["test_images"]),
+                               ctx.to_torch(data["test_labels"].astype(np.int64)))
+    # The seed's shuffle=True, with the batch order handed over instead of drawn by torch.
+    train_loader = DataLoader(mnist_train, batch_size=port.BATCH_SIZE, sampler=order.ravel().tolist())
+    test_loader = DataLoader(mnist_test, batch_size=100, shuffle=False)
+    num_pixels = data["train_images"][0].size
+
+    W = ctx.to_torch(initial["W"])
+    W.requires_grad_()
+    b = ctx.to_torch(initial["b"]).requires_grad_()
+    optimizer = torch.optim.SGD([W, b], lr=0.1)
+
+    losses, grads = [], None
+    for images, labels in train_loader:
+        optimizer.zero_grad()
+        x = images.view(-1, num_pixels)
+        y = torch.matmul(x, W) + b
+        cross_entropy = F.cross_entropy(y, labels)
+        cross_entropy.backward()
+        if grads is None:
+            grads = (W.grad.clone(), b.grad.clone())
+        optimizer.step()
+        losses.append(cross_entropy.detach())
+
+    correct, all_logits = 0, []
+    with torch.no_grad():
+        for images, labels in test_loader:
+            x = images.view(-1, num_pixels)
+            y = torch.matmul(x, W) + b
+            predictions = torch.argmax(y, dim=1)
+            correct += torch.sum((predictions == labels).float())
+            all_logits.append(y)
+    test_logits = torch.cat(all_logits)
+    return {
+        "W grad on first batch": grads[0],
+        "b grad on first batch": grads[1],
+        "loss per batch": torch.stack(losses),
+        "trained W": W,
+        "trained b": b,
+        "test logits": test_logits,
+        "test classes": Logits(test_logits),
+        "test accuracy": Exact(correct.item() / len(mnist_test)),
+    }

@@ -1,0 +1,110 @@
+"""Where and in what precision a comparison runs: device, dtype, matmul precision, versions."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import os
+import platform
+
+import jax
+import numpy as np
+import torch
+
+import funcgrad as fg
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What every case needs to set both sides up the same way."""
+
+    dtype: np.dtype
+    jax_device: jax.Device
+    torch_device: torch.device
+    seed: int = 0
+    mnist_dir: str | None = None
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return {np.float32: torch.float32, np.float64: torch.float64}[self.dtype.type]
+
+    def key(self, case_seed: int) -> jax.Array:
+        """A PRNG key per case, derived from the run's seed."""
+        return jax.random.fold_in(jax.random.key(self.seed), case_seed)
+
+    def cast(self, tree):
+        """Float leaves to the run's dtype; initial weights are drawn in float32 first, so
+        the float32 and float64 runs start from the same numbers."""
+        return jax.tree.map(
+            lambda leaf: np.asarray(leaf).astype(self.dtype)
+            if np.issubdtype(np.asarray(leaf).dtype, np.floating) else np.asarray(leaf),
+            tree,
+        )
+
+    def to_torch(self, array) -> torch.Tensor:
+        """A numpy array as a torch tensor on the run's device (copied: torch may write to it)."""
+        return torch.tensor(np.array(array), device=self.torch_device)
+
+    def mnist(self) -> tuple[str, dict]:
+        """Real MNIST when a folder is named, else sklearn's 8x8 digits (labelled so)."""
+        if self.mnist_dir or os.environ.get(fg.MNIST_ENV_VAR):
+            return "MNIST", fg.load_mnist(self.mnist_dir)
+        return "sklearn 8x8 digits (no MNIST folder given)", fg.digits_as_mnist()
+
+
+def select_devices(requested: str) -> tuple[jax.Device, torch.device]:
+    """Map ``cpu``/``gpu``/``auto`` to one JAX device and one torch device of the same kind."""
+    jax_gpus = _jax_gpus()
+    if requested == "gpu" and not (jax_gpus and torch.cuda.is_available()):
+        raise SystemExit(
+            f"--device gpu: jax sees {len(jax_gpus)} GPU(s), torch.cuda.is_available() is "
+            f"{torch.cuda.is_available()}; both need a GPU (install jax[cuda] and a CUDA torch)"
+        )
+    if requested in ("gpu", "auto") and jax_gpus and torch.cuda.is_available():
+        return jax_gpus[0], torch.device("cuda", 0)
+    return jax.devices("cpu")[0], torch.device("cpu")
+
+
+def _jax_gpus() -> list:
+    try:
+        return jax.devices("gpu")
+    except RuntimeError:
+        return []
+
+
+def set_matmul_precision() -> dict[str, str]:
+    """Make both frameworks do float32 matmuls in full float32 (no TF32), and say so.
+
+    On recent NVIDIA GPUs JAX's default float32 matmul may use TF32 while torch's does
+    not; on CPU both already compute in float32, and the settings change nothing.
+    """
+    jax.config.update("jax_default_matmul_precision", "highest")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    return {
+        "jax_default_matmul_precision": str(jax.config.jax_default_matmul_precision),
+        "torch_float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "torch_allow_tf32": str(torch.backends.cuda.matmul.allow_tf32),
+    }
+
+
+def describe_environment(context: Context) -> dict:
+    """Versions and devices, for the JSON report."""
+    packages = ["jax", "jaxlib", "optax", "torch", "numpy", "scikit-learn"]
+    device_name = (
+        torch.cuda.get_device_name(context.torch_device)
+        if context.torch_device.type == "cuda" else platform.processor() or platform.machine()
+    )
+    return {
+        "versions": {"python": platform.python_version()}
+        | {name: importlib.metadata.version(name) for name in packages},
+        "device": {
+            "kind": context.torch_device.type.replace("cuda", "gpu"),
+            "name": device_name,
+            "jax": str(context.jax_device),
+            "torch": str(context.torch_device),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+        },
+    }

@@ -1,0 +1,44 @@
+"""funcgrad: PyTorch's autograd and logistic-regression idioms as pure JAX functions.
+
+    import funcgrad as fg
+    params = fg.linear_init(jax.random.key(0), 2, 3)           # nn.Linear(2, 3)
+    loss_fn = lambda p, b: fg.cross_entropy(fg.linear_apply(p, b[0]), b[1])
+    params, losses = fg.fit_full_batch(loss_fn, optax.sgd(0.01), params, (x, y), 10_000)
+"""
+
+from funcgrad.data import (
+    digits_as_mnist,
+    gaussian_blobs,
+    iris_first_two_features,
+    linear_regression_data,
+)
+from funcgrad.losses import bce_with_logits, binary_cross_entropy, cross_entropy, mse_loss
+from funcgrad.metrics import accuracy, predict_classes
+from funcgrad.mnist import MNIST_ENV_VAR, MnistError, download_mnist, load_mnist
+from funcgrad.nn import from_state_dict, linear_apply, linear_init, to_state_dict
+from funcgrad.train import fit_full_batch, fit_minibatches, shuffled_batch_indices, train_step
+
+__all__ = [
+    "MNIST_ENV_VAR",
+    "MnistError",
+    "accuracy",
+    "bce_with_logits",
+    "binary_cross_entropy",
+    "cross_entropy",
+    "digits_as_mnist",
+    "download_mnist",
+    "fit_full_batch",
+    "fit_minibatches",
+    "from_state_dict",
+    "gaussian_blobs",
+    "iris_first_two_features",
+    "linear_apply",
+    "linear_init",
+    "linear_regression_data",
+    "load_mnist",
+    "mse_loss",
+    "predict_classes",
+    "shuffled_batch_indices",
+    "to_state_dict",
+    "train_step",
+]

@@ -1,0 +1,88 @@
+"""Layers as init/apply pairs over a params pytree, in ``torch.nn``'s layout."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Params = dict[str, jax.Array]
+
+
+def linear_init(
+    key: jax.Array, in_features: int, out_features: int, dtype=jnp.float32
+) -> Params:
+    """Draw ``nn.Linear(in_features, out_features)``'s default initial parameters.
+
+    Same layout (``weight`` is ``(out, in)``, ``bias`` is ``(out,)``) and distribution,
+    U(-1/sqrt(in), 1/sqrt(in)) for both, as torch's ``kaiming_uniform_(a=sqrt(5))``;
+    the draws come from a JAX key, so they are not torch's draws.
+
+    >>> params = linear_init(jax.random.key(0), 2, 3)
+    >>> params["weight"].shape, params["bias"].shape
+    ((3, 2), (3,))
+    """
+    bound = 1.0 / math.sqrt(in_features)
+    weight_key, bias_key = jax.random.split(key)
+    return {
+        "weight": jax.random.uniform(weight_key, (out_features, in_features), dtype, -bound, bound),
+        "bias": jax.random.uniform(bias_key, (out_features,), dtype, -bound, bound),
+    }
+
+
+def linear_apply(params: Params, x: jax.Array) -> jax.Array:
+    """``nn.Linear``'s forward pass: ``x @ weight.T + bias``.
+
+    >>> params = linear_init(jax.random.key(0), 2, 3)
+    >>> linear_apply(params, jnp.ones((5, 2))).shape
+    (5, 3)
+    """
+    weight = params["weight"]
+    if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != weight.shape[1]:
+        raise ValueError(
+            f"linear_apply: input has shape {jnp.shape(x)} but weight has shape "
+            f"{weight.shape} (out, in): the input's last dimension must be {weight.shape[1]}"
+        )
+    return x @ weight.T + params["bias"]
+
+
+def to_state_dict(params) -> dict[str, np.ndarray]:
+    """Flatten a params pytree of nested dicts into torch's ``state_dict`` form.
+
+    Keys join the nesting with dots, as ``nn.Module.state_dict()`` does.
+
+    >>> to_state_dict({"linear": {"weight": jnp.ones((3, 2)), "bias": jnp.zeros(3)}}).keys()
+    dict_keys(['linear.weight', 'linear.bias'])
+    """
+    flat: dict[str, np.ndarray] = {}
+
+    def visit(prefix: str, node) -> None:
+        if isinstance(node, dict):
+            for name, child in node.items():
+                visit(f"{prefix}.{name}" if prefix else name, child)
+        else:
+            flat[prefix] = np.asarray(node)
+
+    visit("", params)
+    return flat
+
+
+def from_state_dict(state_dict) -> dict:
+    """Rebuild a nested params pytree from a ``state_dict``-shaped mapping of arrays.
+
+    Accepts anything array-like (numpy arrays, or torch tensors after ``.numpy()``).
+
+    >>> params = from_state_dict({"linear.weight": np.ones((3, 2)), "linear.bias": np.zeros(3)})
+    >>> params["linear"]["weight"].shape
+    (3, 2)
+    """
+    params: dict = {}
+    for key, value in state_dict.items():
+        *parents, leaf = key.split(".")
+        node = params
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = jnp.asarray(value)
+    return params
