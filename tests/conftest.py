@@ -1,0 +1,40 @@
+"""Shared test set-up: where real MNIST lies, and one comparison context per dtype."""
+
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+import funcgrad as fg
+from compare.runtime import Context
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_MNIST = REPO_ROOT.parent / "shared" / "data" / "mnist"
+
+
+def pytest_configure(config):
+    # Tests read real MNIST from ../shared/data/mnist unless the user names another folder.
+    if not os.environ.get(fg.MNIST_ENV_VAR) and SHARED_MNIST.is_dir():
+        os.environ[fg.MNIST_ENV_VAR] = str(SHARED_MNIST)
+
+
+@pytest.fixture
+def mnist_dir() -> str:
+    directory = os.environ.get(fg.MNIST_ENV_VAR)
+    if not directory:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have real MNIST: set ${fg.MNIST_ENV_VAR} or put it at {SHARED_MNIST}")
+        pytest.skip(f"no MNIST folder: set ${fg.MNIST_ENV_VAR} or put it at {SHARED_MNIST}")
+    return directory
+
+
+def cpu_context(dtype, mnist_dir=None) -> Context:
+    return Context(
+        dtype=np.dtype(dtype),
+        jax_device=jax.devices("cpu")[0],
+        torch_device=torch.device("cpu"),
+        mnist_dir=mnist_dir,
+    )

@@ -1,0 +1,90 @@
+"""The examples print what the seeds print; the seeds' figures are asserted here."""
+
+import runpy
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import funcgrad as fg
+from examples import grad_mean, grad_poly_trig, mnist_softmax, one_sample_logistic, vjp_and_stop_gradient
+from tests.conftest import REPO_ROOT
+
+
+def test_grad_of_mean_of_double_is_two_over_n():
+    np.testing.assert_allclose(grad_mean.grad_mean_of_double(jnp.array([0.8177, -0.8083, 1.7062])),
+                               [2 / 3] * 3, rtol=1e-7)
+
+
+def test_poly_trig_reproduces_seed_000_figures():
+    z, (dz_dx, dz_dy) = grad_poly_trig.value_and_partials(jnp.float32(1.0), jnp.float32(2.0))
+    assert z.item() == pytest.approx(3.649824619, abs=5e-7)
+    assert dz_dx.item() == pytest.approx(11.775155067, abs=5e-6)
+    assert dz_dy.item() == pytest.approx(3.234852552, abs=5e-7)
+
+
+def test_vjp_reproduces_seed_000_x_grad():
+    _, x_grad = vjp_and_stop_gradient.vjp_of_double(jnp.array([1.0, 2.0, 3.0]), jnp.array([1.0, 0.1, 0.01]))
+    np.testing.assert_allclose(x_grad, [2.0, 0.2, 0.02], rtol=1e-7)
+
+
+def test_stop_gradient_removes_a_factor_from_the_gradient():
+    x = jnp.array([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(vjp_and_stop_gradient.grad_through_stopped(x), [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(vjp_and_stop_gradient.grad_of_x_times_stopped_x(x), x)
+
+
+def test_one_sample_logistic_reproduces_seed_003_figures():
+    y, x, w, b = jnp.array([1.0]), jnp.array([1.3]), jnp.array([2.0]), jnp.array([0.5])
+    z, y_hat = one_sample_logistic.forward(w, b, x)
+    loss, (grad_w, grad_b) = one_sample_logistic.partials_together(w, b, x, y)
+    assert z.item() == pytest.approx(3.1, abs=1e-6)
+    assert round(y_hat.item(), 4) == 0.9569
+    assert loss.item() == pytest.approx(0.0440639853, rel=1e-7)
+    assert round(grad_w.item(), 4) == -0.0560 and round(grad_b.item(), 4) == -0.0431
+    assert (grad_w, grad_b) == one_sample_logistic.partials_one_at_a_time(w, b, x, y)
+
+
+def run_example(name, *args, monkeypatch, capsys) -> str:
+    monkeypatch.setattr(sys, "argv", [name, *args])
+    runpy.run_path(str(REPO_ROOT / "examples" / f"{name}.py"), run_name="__main__")
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("grad_mean", "[0.6666667 0.6666667 0.6666667]"),
+    ("grad_poly_trig", "Value of z: 3.6498246"),
+    ("vjp_and_stop_gradient", "x.grad: [2.   0.2  0.02]"),
+    ("one_sample_logistic", "Loss: 0.04406398"),
+    ("linear_regression", "learned bias (true 5): [5.0000"),
+    ("binary_logistic", "training accuracy: 1.0000"),
+])
+def test_example_script_prints_the_seeds_result(name, expected, monkeypatch, capsys):
+    assert expected in run_example(name, monkeypatch=monkeypatch, capsys=capsys)
+
+
+def test_iris_example_prints_loss_every_100_epochs_and_writes_the_plot(tmp_path, monkeypatch, capsys):
+    plot = tmp_path / "boundary.png"
+    out = run_example("iris_softmax", "--plot", str(plot), monkeypatch=monkeypatch, capsys=capsys)
+    assert out.count("Epoch [") == 100 and "Epoch [10000/10000], Loss: " in out
+    assert "Accuracy on the test set: " in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mnist_example_trains_one_epoch_on_real_mnist(mnist_dir, monkeypatch, capsys):
+    out = run_example("mnist_softmax", "--mnist-dir", mnist_dir, monkeypatch=monkeypatch, capsys=capsys)
+    accuracy = float(out.strip().rsplit(" ", 1)[-1])
+    assert "Test accuracy (MNIST)" in out and 0.89 <= accuracy <= 0.915
+
+
+def test_chunked_epoch_with_progress_bar_equals_one_compiled_epoch():
+    data = fg.digits_as_mnist()
+    params = mnist_softmax.init_params(jax.random.key(0), 64)
+    order = fg.shuffled_batch_indices(jax.random.key(1), 1500, 100)
+    whole, whole_losses = mnist_softmax.train_epoch(params, data["train_images"], data["train_labels"], order)
+    chunked, chunked_losses = mnist_softmax.train_epoch(
+        params, data["train_images"], data["train_labels"], order, progress=True)
+    np.testing.assert_array_equal(whole_losses, chunked_losses)
+    np.testing.assert_array_equal(whole["W"], chunked["W"])
