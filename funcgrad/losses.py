@@ -1,13 +1,15 @@
-"""Losses with PyTorch's semantics and its default ``reduction="mean"``.
+"""Losses with PyTorch's semantics: ``reduction`` is ``"mean"`` (torch's default), ``"sum"`` or ``"none"``.
 
-Each checks shapes (always) and value ranges (when called outside ``jit``) at the
-boundary, so a compiled training loop carries no checks.
+Each checks shapes and dtypes (always, also while tracing) and values (NaN/inf, label and
+probability ranges: only when called outside ``jit``, where values are concrete) at the
+boundary, so a compiled training loop carries no checks. float16/bfloat16 are refused.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from funcgrad import _checks
@@ -15,10 +17,19 @@ from funcgrad import _checks
 # torch clamps each log term of binary_cross_entropy at -100 and the denominator of its
 # gradient at 1e-12, so probabilities of exactly 0 or 1 still give finite numbers.
 _BCE_LOG_CLAMP = -100.0
-_BCE_GRAD_EPSILON = 1e-12
+# torch's EPSILON is a C++ float: in float64 it is 9.99999996e-13, not 1e-12, which moves the
+# edge gradient (p - y) / EPSILON by 4e-9 relative. Use the same float32-rounded constant.
+_BCE_GRAD_EPSILON = float(np.float32(1e-12))
+_REDUCTIONS = {"mean": jnp.mean, "sum": jnp.sum, "none": lambda values: values}
 
 
-def mse_loss(predictions: jax.Array, targets: jax.Array) -> jax.Array:
+def _reduce(what: str, values: jax.Array, reduction: str) -> jax.Array:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{what}: reduction must be one of {list(_REDUCTIONS)}, got {reduction!r}")
+    return _REDUCTIONS[reduction](values)
+
+
+def mse_loss(predictions: jax.Array, targets: jax.Array, reduction: str = "mean") -> jax.Array:
     """Mean squared error, as ``nn.MSELoss()``.
 
     Unlike torch (which warns and broadcasts), differing shapes are an error.
@@ -26,8 +37,11 @@ def mse_loss(predictions: jax.Array, targets: jax.Array) -> jax.Array:
     >>> mse_loss(jnp.array([[1.0], [2.0]]), jnp.array([[1.0], [4.0]]))
     Array(2., dtype=float32)
     """
-    _checks.check_same_shape("mse_loss", predictions, targets, "predictions", "targets")
-    return jnp.mean(optax.squared_error(predictions, targets))
+    what = "mse_loss"
+    _checks.check_same_shape(what, predictions, targets, "predictions", "targets")
+    _checks.check_float_input(what, predictions, "predictions")
+    _checks.check_float_input(what, targets, "targets")
+    return _reduce(what, optax.squared_error(predictions, targets), reduction)
 
 
 @jax.custom_jvp
@@ -49,7 +63,7 @@ def _binary_cross_entropy_jvp(primals, tangents):
     return loss, d_probs * probs_dot + d_targets * targets_dot
 
 
-def binary_cross_entropy(probs: jax.Array, targets: jax.Array) -> jax.Array:
+def binary_cross_entropy(probs: jax.Array, targets: jax.Array, reduction: str = "mean") -> jax.Array:
     """Binary cross-entropy on probabilities, as ``F.binary_cross_entropy`` / ``nn.BCELoss()``.
 
     Reproduces torch's clamp of each log term at -100 (so p = 0 with y = 1 costs 100.0,
@@ -60,12 +74,14 @@ def binary_cross_entropy(probs: jax.Array, targets: jax.Array) -> jax.Array:
     """
     what = "binary_cross_entropy"
     _checks.check_same_shape(what, probs, targets, "probs", "targets")
+    _checks.check_float_input(what, probs, "probs")
+    _checks.check_float_input(what, targets, "targets")
     _checks.check_in_unit_interval(what, probs, "probs")
     _checks.check_in_unit_interval(what, targets, "targets")
-    return jnp.mean(_binary_cross_entropy_elementwise(probs, targets))
+    return _reduce(what, _binary_cross_entropy_elementwise(probs, targets), reduction)
 
 
-def bce_with_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
+def bce_with_logits(logits: jax.Array, targets: jax.Array, reduction: str = "mean") -> jax.Array:
     """Sigmoid + binary cross-entropy in one stable step, as ``nn.BCEWithLogitsLoss()``.
 
     >>> bce_with_logits(jnp.array([[3.1]]), jnp.array([[1.0]]))
@@ -73,15 +89,17 @@ def bce_with_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """
     what = "bce_with_logits"
     _checks.check_same_shape(what, logits, targets, "logits", "targets")
+    _checks.check_float_input(what, logits, "logits")
+    _checks.check_float_input(what, targets, "targets")
     _checks.check_in_unit_interval(what, targets, "targets")
-    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, targets))
+    return _reduce(what, optax.sigmoid_binary_cross_entropy(logits, targets), reduction)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+def cross_entropy(logits: jax.Array, labels: jax.Array, reduction: str = "mean") -> jax.Array:
     """Softmax cross-entropy with integer class labels, as ``nn.CrossEntropyLoss()``.
 
     ``logits`` is ``(N, C)``, ``labels`` is ``(N,)`` of ints in ``0..C-1``. A label out
-    of range raises (torch raises too; optax alone would return NaN for that row).
+    of range raises (torch raises too; a plain gather would clamp it silently).
 
     >>> cross_entropy(jnp.array([[2.0, 0.0, -1.0]]), jnp.array([0]))
     Array(0.16984..., dtype=float32)
@@ -93,5 +111,12 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
             f"labels must have the logits' shape without the class axis, "
             f"{jnp.shape(logits)[:-1]}"
         )
+    _checks.check_float_input(what, logits, "logits")
     _checks.check_class_labels(what, labels, jnp.shape(logits)[-1])
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+    # torch's form: pick the label from log_softmax, which stays shifted by the max logit.
+    # optax (0.2.8) returns logsumexp(logits) - logits[label]: at logits (1e4, 1e4) the
+    # normaliser 1e4 + log 2 is rounded to float32's spacing at 1e4 (1e-3) before the
+    # subtraction, giving 0.69336 for log 2 = 0.69315.
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    picked = jnp.take_along_axis(log_probs, jnp.expand_dims(labels, -1), axis=-1)
+    return _reduce(what, -jnp.squeeze(picked, -1), reduction)

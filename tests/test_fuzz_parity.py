@@ -1,0 +1,189 @@
+"""Property-based parity: every funcgrad loss, its gradient and one SGD step against PyTorch.
+
+Hypothesis draws shapes, values (ordinary, huge, tiny and exactly-0/1 edges), dtypes and
+reductions. Examples that once failed stay pinned with ``@example``. Tolerances are
+torch.testing.assert_close's per-dtype defaults, the same as the comparison harness.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import funcgrad as fg
+from compare.harness import TOLERANCES
+
+EXAMPLES = 260  # per test: 4 tests, over 1000 drawn cases in all
+
+
+def floats(low, high, dtype):
+    # No subnormals: XLA flushes them to zero on CPU (and GPU) while torch keeps them, so a
+    # probability of 1e-40 is 0 to funcgrad. test_subnormal_probabilities_are_zero_to_xla
+    # pins that documented difference.
+    return st.floats(low, high, width=np.finfo(dtype).bits, allow_subnormal=False)
+EXTREME = [1e4, -1e4, 88.0, -88.0, 1e-8, -1e-8, 0.0]
+DTYPES = st.sampled_from([np.float32, np.float64])
+REDUCTIONS = st.sampled_from(["mean", "sum", "none"])
+SHAPES = [(1, 1), (3, 2), (8, 4)]
+TORCH_LOSSES = {
+    "mse": F.mse_loss,
+    "bce": F.binary_cross_entropy,
+    "bce_with_logits": F.binary_cross_entropy_with_logits,
+}
+FUNCGRAD_LOSSES = {"mse": fg.mse_loss, "bce": fg.binary_cross_entropy, "bce_with_logits": fg.bce_with_logits}
+
+
+def assert_matches_torch(jax_value, torch_value, dtype):
+    rtol, atol = TOLERANCES[np.dtype(dtype)]
+    np.testing.assert_allclose(np.asarray(jax_value), torch_value.detach().numpy(), rtol=rtol, atol=atol)
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "reduction", "argnums"))
+def value_and_grads(loss_fn, inputs, targets, reduction, argnums=(0, 1)):
+    """Loss and its gradient w.r.t. ``argnums`` (summed first if unreduced).
+
+    Compiled once per shape, dtype and reduction: the draws below come from a few shapes,
+    so a thousand examples cost a few dozen compilations, not thousands of eager traces.
+    """
+    def total(*xs):
+        return jnp.sum(loss_fn(*xs, reduction=reduction))
+    return loss_fn(inputs, targets, reduction=reduction), jax.grad(total, argnums=argnums)(inputs, targets)
+
+
+def torch_value_and_grads(loss_fn, *args, reduction):
+    tensors = [torch.tensor(a, requires_grad=np.issubdtype(a.dtype, np.floating)) for a in args]
+    value = loss_fn(*tensors, reduction=reduction)
+    value.sum().backward()
+    return value, tuple(t.grad for t in tensors if t.requires_grad)
+
+
+def check_loss(name, inputs, targets, dtype, reduction):
+    with jax.enable_x64(dtype == np.float64):
+        value, grads = value_and_grads(FUNCGRAD_LOSSES[name], inputs, targets, reduction)
+        torch_value, torch_grads = torch_value_and_grads(TORCH_LOSSES[name], inputs, targets, reduction=reduction)
+        assert_matches_torch(value, torch_value, dtype)
+        for grad, torch_grad in zip(grads, torch_grads):
+            assert_matches_torch(grad, torch_grad, dtype)
+
+
+@st.composite
+def elementwise_loss_inputs(draw):
+    dtype = draw(DTYPES)
+    shape = draw(st.sampled_from(SHAPES))
+    name = draw(st.sampled_from(list(FUNCGRAD_LOSSES)))
+    if name == "bce":
+        edges = st.sampled_from([0.0, 1.0, 1e-7, 1 - 1e-7])
+        values = st.one_of(floats(0.0, 1.0, dtype), edges)
+    elif name == "mse":
+        values = floats(-1e3, 1e3, dtype)
+    else:
+        values = st.one_of(floats(-100.0, 100.0, dtype), st.sampled_from(EXTREME))
+    inputs = draw(arrays(dtype, shape, elements=values))
+    targets = draw(arrays(dtype, shape, elements=floats(-1e3, 1e3, dtype) if name == "mse" else floats(0.0, 1.0, dtype)))
+    return name, inputs, targets, dtype, draw(REDUCTIONS)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(elementwise_loss_inputs())
+# torch's BCE gradient at p = 0 divides by a float32 EPSILON even in float64.
+@example(("bce", np.array([[0.0]]), np.array([[1.0]]), np.float64, "mean"))
+def test_elementwise_losses_and_gradients_match_torch(case):
+    check_loss(*case)
+
+
+@st.composite
+def cross_entropy_inputs(draw):
+    dtype = draw(DTYPES)
+    num_examples, num_classes = draw(st.sampled_from([(1, 2), (4, 3), (8, 6)]))
+    values = st.one_of(floats(-100.0, 100.0, dtype), st.sampled_from(EXTREME))
+    logits = draw(arrays(dtype, (num_examples, num_classes), elements=values))
+    labels = draw(arrays(np.int64, (num_examples,), elements=st.integers(0, num_classes - 1)))
+    return logits, labels, dtype, draw(REDUCTIONS)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(cross_entropy_inputs())
+# Equal huge logits: optax's logsumexp - logit form loses log 2 to float32 rounding at 1e4.
+@example((np.array([[1e4, 1e4]], np.float32), np.array([0]), np.float32, "mean"))
+def test_cross_entropy_and_gradient_match_torch(case):
+    logits, labels, dtype, reduction = case
+    with jax.enable_x64(dtype == np.float64):
+        value, (grad,) = value_and_grads(fg.cross_entropy, logits, labels, reduction, argnums=(0,))
+    torch_value, (torch_grad,) = torch_value_and_grads(F.cross_entropy, logits, labels, reduction=reduction)
+    assert_matches_torch(value, torch_value, dtype)
+    assert_matches_torch(grad, torch_grad, dtype)
+
+
+def linear_cross_entropy(params, batch):
+    return fg.cross_entropy(fg.linear_apply(params, batch[0]), batch[1])
+
+
+@functools.partial(jax.jit, static_argnames="momentum")
+def two_sgd_steps(params, x, labels, lr, momentum):
+    """Two steps, so that the second one uses the momentum buffer; lr is traced, not static."""
+    optimizer = optax.sgd(lr, momentum=momentum or None)
+    opt_state = optimizer.init(params)
+    for _ in range(2):
+        params, opt_state, _ = fg.train_step(linear_cross_entropy, optimizer, params, opt_state, (x, labels))
+    return params
+
+
+@st.composite
+def sgd_step_inputs(draw):
+    dtype = draw(DTYPES)
+    num_examples, in_features, num_classes = draw(st.sampled_from([(1, 1, 2), (5, 3, 4), (16, 6, 3)]))
+    x = draw(arrays(dtype, (num_examples, in_features), elements=floats(-10.0, 10.0, dtype)))
+    labels = draw(arrays(np.int64, (num_examples,), elements=st.integers(0, num_classes - 1)))
+    seed = draw(st.integers(0, 2**31 - 1))
+    lr = draw(st.sampled_from([1e-3, 0.01, 0.1, 1.0]))
+    momentum = draw(st.sampled_from([0.0, 0.9]))
+    return x, labels, num_classes, seed, lr, momentum, dtype
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(sgd_step_inputs())
+def test_two_sgd_steps_match_torch(case):
+    x, labels, num_classes, seed, lr, momentum, dtype = case
+    initial = {k: v.astype(dtype) for k, v in fg.to_state_dict(
+        fg.linear_init(jax.random.key(seed), x.shape[1], num_classes)).items()}
+
+    with jax.enable_x64(dtype == np.float64):
+        params = two_sgd_steps(fg.from_state_dict(initial), x, labels, jnp.asarray(lr, dtype), momentum)
+
+    model = torch.nn.Linear(x.shape[1], num_classes).to(torch.float64 if dtype == np.float64 else torch.float32)
+    model.load_state_dict({k: torch.tensor(v) for k, v in initial.items()})
+    torch_optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    for _ in range(2):
+        torch_optimizer.zero_grad()
+        F.cross_entropy(model(torch.tensor(x)), torch.tensor(labels)).backward()
+        torch_optimizer.step()
+    assert_matches_torch(params["weight"], model.weight, dtype)
+    assert_matches_torch(params["bias"], model.bias, dtype)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.integers(1, 6), st.integers(2, 5), st.integers(-3, 10), DTYPES)
+def test_a_label_out_of_range_is_refused_like_torch(num_examples, num_classes, offset, dtype):
+    bad_label = num_classes + offset if offset >= 0 else offset
+    labels = np.zeros(num_examples, np.int64)
+    labels[-1] = bad_label
+    logits = np.zeros((num_examples, num_classes), dtype)
+    with pytest.raises(ValueError, match=f"label {bad_label} is out of range for {num_classes} classes"):
+        fg.cross_entropy(logits, labels)
+    with pytest.raises((IndexError, RuntimeError)):
+        F.cross_entropy(torch.tensor(logits), torch.tensor(labels))
+
+
+def test_subnormal_probabilities_are_zero_to_xla():
+    subnormal = np.float32(1e-40)  # below float32's smallest normal, 1.18e-38
+    assert fg.binary_cross_entropy(np.array([subnormal]), np.array([1.0], np.float32)) == 100.0
+    torch_loss = F.binary_cross_entropy(torch.tensor([subnormal]), torch.tensor([1.0]))
+    assert torch_loss.item() == pytest.approx(92.1, abs=0.1)  # torch keeps the subnormal
