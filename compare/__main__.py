@@ -4,7 +4,8 @@
     python -m compare --case iris-softmax --x64 --json report.json
     python -m compare --mnist-dir ../shared/data/mnist
 
-Exits 1 if any quantity of any case disagrees beyond its tolerance.
+Exits 1 if any quantity of any case disagrees beyond its tolerance, 2 on bad input (an
+unknown case, a missing or corrupt MNIST folder), naming the problem.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 
 import numpy as np
 
+import funcgrad as fg
 from compare.cases import CASES
 from compare.run import run_case
 from compare.runtime import Context, describe_environment, select_devices, set_matmul_precision
@@ -70,7 +72,11 @@ def main(argv=None) -> int:
 
     cases = []
     for name in args.case or CASES:
-        case = run_case(name, ctx)
+        try:
+            case = run_case(name, ctx)
+        except (FileNotFoundError, fg.MnistError) as error:
+            print(f"error: {name}: {error}", file=sys.stderr)
+            return 2
         if "data" in case:
             print(f"{name}: data = {case['data']}")
         cases.append(case)

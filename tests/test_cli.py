@@ -1,8 +1,10 @@
 """``python -m compare``: the interface other tools read (flags, JSON report, exit status)."""
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -61,3 +63,16 @@ def test_readme_test_command_is_what_ci_runs():
     readme = (REPO_ROOT / "README.md").read_text()
     test_command = next(line for line in ci_lines if "pytest" in line and not line.startswith("#"))
     assert test_command in readme
+
+
+def test_cli_names_a_missing_mnist_folder_and_exits_2(tmp_path, capsys):
+    assert cli.main(["--case", "mnist-softmax", "--mnist-dir", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+
+
+def test_cli_names_a_corrupt_mnist_file_and_exits_2(tmp_path, mnist_dir, capsys):
+    for file in Path(mnist_dir).glob("*.gz"):
+        shutil.copy(file, tmp_path / file.name)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not gzip at all")
+    assert cli.main(["--case", "mnist-softmax", "--mnist-dir", str(tmp_path)]) == 2
+    assert "t10k-labels-idx1-ubyte.gz" in capsys.readouterr().err
