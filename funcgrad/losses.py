@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.custom_derivatives import SymbolicZero
 
 from funcgrad import _checks
 
@@ -51,16 +52,23 @@ def _binary_cross_entropy_elementwise(probs, targets):
     return (targets - 1) * log_not_p - targets * log_p
 
 
-@_binary_cross_entropy_elementwise.defjvp
 def _binary_cross_entropy_jvp(primals, tangents):
     # torch's backward formula, not the derivative of the clamped expression: at p = 0
-    # or 1 the clamp has zero slope, while torch returns (p - y) / 1e-12.
+    # or 1 the clamp has zero slope, while torch returns (p - y) / EPSILON.
     probs, targets = primals
     probs_dot, targets_dot = tangents
-    d_probs = (probs - targets) / jnp.maximum((1 - probs) * probs, _BCE_GRAD_EPSILON)
-    d_targets = jnp.log1p(-probs) - jnp.log(probs)
     loss = _binary_cross_entropy_elementwise(probs, targets)
-    return loss, d_probs * probs_dot + d_targets * targets_dot
+    tangent = jnp.zeros_like(loss)
+    if not isinstance(probs_dot, SymbolicZero):
+        tangent += (probs - targets) / jnp.maximum((1 - probs) * probs, _BCE_GRAD_EPSILON) * probs_dot
+    # At p = 0 or 1 the targets' derivative is ±inf: a target that does not move must add
+    # nothing (not inf * 0 = NaN), so its term is left out when its tangent is a symbolic zero.
+    if not isinstance(targets_dot, SymbolicZero):
+        tangent += (jnp.log1p(-probs) - jnp.log(probs)) * targets_dot
+    return loss, tangent
+
+
+_binary_cross_entropy_elementwise.defjvp(_binary_cross_entropy_jvp, symbolic_zeros=True)
 
 
 def binary_cross_entropy(probs: jax.Array, targets: jax.Array, reduction: str = "mean") -> jax.Array:
@@ -83,6 +91,8 @@ def binary_cross_entropy(probs: jax.Array, targets: jax.Array, reduction: str = 
 
 def bce_with_logits(logits: jax.Array, targets: jax.Array, reduction: str = "mean") -> jax.Array:
     """Sigmoid + binary cross-entropy in one stable step, as ``nn.BCEWithLogitsLoss()``.
+
+    Stricter than torch, which accepts any real target: targets must lie in [0, 1].
 
     >>> bce_with_logits(jnp.array([[3.1]]), jnp.array([[1.0]]))
     Array(0.04406..., dtype=float32)
