@@ -184,3 +184,34 @@ def test_shuffled_batch_indices_names_both_numbers_when_batches_would_be_ragged(
     message = f"batch_size {batch_size} does not divide the 10 examples"
     with pytest.raises(ValueError, match=re.escape(message)):
         fg.shuffled_batch_indices(jax.random.key(0), 10, batch_size)
+
+
+def test_a_loss_that_becomes_nan_stops_the_run_with_its_step():
+    x = jnp.array([[1e30], [2e30]], jnp.float32)
+    y = jnp.array([[1.0], [0.0]], jnp.float32)
+    params = {"weight": jnp.ones((1, 1)), "bias": jnp.zeros(1)}
+
+    def squared_error(p, batch):
+        return fg.mse_loss(fg.linear_apply(p, batch[0]), batch[1])
+
+    optimizer = optax.sgd(1.0)
+    with pytest.raises(fg.NonFiniteLossError, match=r"loss became inf at step 0 of 5") as error:
+        fg.fit_full_batch(squared_error, optimizer, params, optimizer.init(params), (x, y), 5)
+    assert error.value.step == 0
+
+
+def test_nan_in_params_or_data_is_refused_before_training():
+    params = {"weight": jnp.array([[jnp.nan]]), "bias": jnp.zeros(1)}
+    optimizer = optax.sgd(0.1)
+    batch = (jnp.ones((2, 1)), jnp.ones((2, 1)))
+    with pytest.raises(ValueError, match=r"fit_full_batch: \['params'\]\['weight'\] holds 1 non-finite"):
+        fg.fit_full_batch(lambda p, b: jnp.sum(p["weight"]), optimizer, params, optimizer.init(params), batch, 3)
+
+
+def test_batch_indices_out_of_range_are_refused():
+    params = {"weight": jnp.ones((1, 1)), "bias": jnp.zeros(1)}
+    optimizer = optax.sgd(0.1)
+    data = (jnp.ones((4, 1)), jnp.ones((4, 1)))
+    with pytest.raises(ValueError, match="batch index 4 is out of range for 4 examples"):
+        fg.fit_minibatches(lambda p, b: jnp.sum(p["weight"]), optimizer, params, optimizer.init(params),
+                           data, np.array([[0, 4]]))
