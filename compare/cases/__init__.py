@@ -11,6 +11,7 @@ from compare.cases import (
     linear_regression,
     mnist_softmax,
     one_sample_logistic,
+    sweep_iris,
     vjp_and_stop_gradient,
 )
 
@@ -25,5 +26,6 @@ CASES = {
         binary_logistic,
         mnist_softmax,
         one_sample_logistic,
+        sweep_iris,
     )
 }
