@@ -32,7 +32,10 @@ import torch.nn.functional as F
 
 import funcgrad as fg
 from compare.runtime import Context, describe_environment, select_devices, set_matmul_precision
+from compare.cases import iris_softmax as iris_softmax_case
+from compare.cases import sweep_iris as sweep_iris_case
 from examples import binary_logistic, iris_softmax, linear_regression, mnist_softmax
+from examples import sweep_iris as sweep_iris_example
 
 
 # The public functions check their inputs and losses outside the compiled loop; under jit
@@ -247,6 +250,57 @@ def bench_floor(case: str, ctx: Context, images: np.ndarray, params: dict, steps
     return row
 
 
+# ---- sweep: 1000 Iris models (10 seeds x 100 learning rates) --------------------------------
+
+def bench_sweep(ctx: Context, repeats: int, with_compile: bool) -> list[Row]:
+    """funcgrad's one vmapped call against torch.func's vmap(grad) and a loop over models.
+
+    The torch rows are extrapolated from a sample, stated in their notes: torch.func from
+    ``TORCH_FUNC_SAMPLE_STEPS`` steps of all 1000 models, the loop from
+    ``TORCH_LOOP_SAMPLE_MODELS`` whole models trained as the seed trains one.
+    """
+    case, steps = "sweep-iris", iris_softmax.NUM_EPOCHS
+    iris = fg.iris_first_two_features()
+    keys = jax.random.split(ctx.key(9), sweep_iris_example.NUM_SEEDS)
+    params, rates = fg.sweep_grid(fg.init_many(iris_softmax.init_params, keys),
+                                  jnp.asarray(sweep_iris_example.LEARNING_RATES, jnp.float32))
+    num_models = len(rates)
+    batch = jax.device_put((jnp.asarray(iris["x_train"]), jnp.asarray(iris["y_train"], jnp.int32)),
+                           ctx.jax_device)
+    funcgrad_row = time_funcgrad(
+        case, steps,
+        lambda: fg.fit_full_batch_sweep.lower(iris_softmax.loss_fn, optax.sgd, params, rates, batch,
+                                              steps).compile(),
+        (params, rates, batch), repeats=1,
+    )
+    funcgrad_row.note = f"{num_models} models in one call"
+    initial, learning_rates = fg.to_state_dict(params), np.asarray(rates)
+
+    def torch_func_sample():
+        sweep_iris_case.torch_side(ctx, iris, initial, learning_rates, num_epochs=TORCH_FUNC_SAMPLE_STEPS)
+        sync_torch(ctx.torch_device)
+
+    torch_func = time_torch(case, "torch-func", TORCH_FUNC_SAMPLE_STEPS, torch_func_sample, repeats=1)
+    torch_func.run_s *= steps / TORCH_FUNC_SAMPLE_STEPS
+    torch_func.steps = steps
+    torch_func.note = f"extrapolated from {TORCH_FUNC_SAMPLE_STEPS} steps of all {num_models} models"
+
+    def torch_loop_sample():
+        for model in range(TORCH_LOOP_SAMPLE_MODELS):
+            one = {name: value[model] for name, value in initial.items()}
+            iris_softmax_case.torch_side(ctx, iris, one)
+        sync_torch(ctx.torch_device)
+
+    torch_loop = time_torch(case, "torch-loop", steps, torch_loop_sample, repeats=1)
+    torch_loop.run_s *= num_models / TORCH_LOOP_SAMPLE_MODELS
+    torch_loop.note = f"extrapolated from {TORCH_LOOP_SAMPLE_MODELS} of {num_models} models, eager, one after another"
+    return [funcgrad_row, torch_func, torch_loop]
+
+
+TORCH_FUNC_SAMPLE_STEPS = 200
+TORCH_LOOP_SAMPLE_MODELS = 2
+
+
 # ---- report ----------------------------------------------------------------------------
 
 def add_ratios(rows: list[Row]) -> None:
@@ -281,6 +335,7 @@ BENCHES = {
                    bench_full_batch(case, ctx, repeats, with_compile))(case)
        for case in FULL_BATCH_CASES},
     "mnist-softmax": bench_mnist,
+    "sweep-iris": bench_sweep,
 }
 
 

@@ -55,7 +55,7 @@ def jax_side(iris, initial, learning_rates):
     }
 
 
-def torch_side(ctx, iris, initial, learning_rates):
+def torch_side(ctx, iris, initial, learning_rates, num_epochs=NUM_EPOCHS):
     X_train_2d, X_test_2d = ctx.to_torch(iris["x_train"]), ctx.to_torch(iris["x_test"])
     y_train, y_test = ctx.to_torch(iris["y_train"]), ctx.to_torch(iris["y_test"])
     lr = ctx.to_torch(learning_rates)
@@ -75,7 +75,7 @@ def torch_side(ctx, iris, initial, learning_rates):
     grads_and_losses = vmap(grad_and_value(compute_loss), in_dims=(0, 0, None, None))
 
     losses = []
-    for epoch in range(NUM_EPOCHS):
+    for epoch in range(num_epochs):
         grads, loss = grads_and_losses(params, buffers, X_train_2d, y_train)
         with torch.no_grad():
             params = {
