@@ -13,10 +13,12 @@ from funcgrad.data import (
     iris_first_two_features,
     linear_regression_data,
 )
+from funcgrad.derivatives import hvp
 from funcgrad.losses import bce_with_logits, binary_cross_entropy, cross_entropy, mse_loss
 from funcgrad.metrics import accuracy, predict_classes
 from funcgrad.mnist import MNIST_ENV_VAR, MnistError, download_mnist, load_mnist
 from funcgrad.nn import from_state_dict, linear_apply, linear_init, to_state_dict
+from funcgrad.parallel import batch_sharding, data_mesh, replicate, shard_batch_indices
 from funcgrad.sweep import fit_full_batch_sweep, init_many, sweep_grid
 from funcgrad.train import (
     NonFiniteLossError,
@@ -31,9 +33,11 @@ __all__ = [
     "MnistError",
     "NonFiniteLossError",
     "accuracy",
+    "batch_sharding",
     "bce_with_logits",
     "binary_cross_entropy",
     "cross_entropy",
+    "data_mesh",
     "digits_as_mnist",
     "download_mnist",
     "fit_full_batch",
@@ -41,6 +45,7 @@ __all__ = [
     "fit_minibatches",
     "from_state_dict",
     "gaussian_blobs",
+    "hvp",
     "init_many",
     "iris_first_two_features",
     "linear_apply",
@@ -49,6 +54,8 @@ __all__ = [
     "load_mnist",
     "mse_loss",
     "predict_classes",
+    "replicate",
+    "shard_batch_indices",
     "shuffled_batch_indices",
     "sweep_grid",
     "to_state_dict",

@@ -4,6 +4,10 @@ Each module has ``NAME``, ``SOURCE`` and ``run(ctx) -> (jax_results, torch_resul
 """
 
 from compare.cases import (
+    data_parallel_mnist,
+    jacobian_hessian,
+    newton_logistic,
+    per_example_grads,
     binary_logistic,
     grad_mean,
     grad_poly_trig,
@@ -27,5 +31,9 @@ CASES = {
         mnist_softmax,
         one_sample_logistic,
         sweep_iris,
+        jacobian_hessian,
+        newton_logistic,
+        per_example_grads,
+        data_parallel_mnist,
     )
 }
