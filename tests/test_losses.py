@@ -201,3 +201,31 @@ def test_value_checks_are_skipped_under_jit(name, first, second):
     """Values are tracers inside jit: only shapes and dtypes can be checked there."""
     value = jax.jit(LOSSES[name][0])(first, second)
     assert value.shape == ()
+
+
+@pytest.mark.parametrize("half", [jnp.float16, jnp.bfloat16], ids=["float16", "bfloat16"])
+def test_half_precision_is_refused_with_the_dtype_named(half):
+    logits = jnp.zeros((2, 3), half)
+    with pytest.raises(TypeError, match=f"logits has dtype {jnp.dtype(half).name}; funcgrad computes in float32 or float64"):
+        fg.cross_entropy(logits, jnp.array([0, 1]))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_loss_input_is_refused_with_its_index(bad):
+    predictions = np.ones((3, 1), np.float32)
+    predictions[1, 0] = bad
+    with pytest.raises(ValueError, match=rf"mse_loss: predictions holds 1 non-finite value\(s\); the first is {bad} at index \(1, 0\)"):
+        fg.mse_loss(predictions, np.ones((3, 1), np.float32))
+
+
+def test_unknown_reduction_is_refused():
+    with pytest.raises(ValueError, match=r"reduction must be one of \['mean', 'sum', 'none'\], got 'avg'"):
+        fg.bce_with_logits(jnp.zeros(2), jnp.zeros(2), reduction="avg")
+
+
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_reductions_match_torch(reduction):
+    logits = np.array([[2.0, -1.0, 0.5], [1e4, -1e4, 3.0]], np.float32)
+    labels = np.array([2, 0])
+    expected = F.cross_entropy(to_torch(logits), to_torch(labels), reduction=reduction)
+    np.testing.assert_allclose(fg.cross_entropy(logits, labels, reduction=reduction), expected.numpy(), rtol=1.3e-6, atol=1e-5)
