@@ -33,6 +33,7 @@ import torch.nn.functional as F
 import funcgrad as fg
 from compare.runtime import Context, describe_environment, select_devices, set_matmul_precision
 from compare.cases import iris_softmax as iris_softmax_case
+from compare.cases import per_example_grads as per_example_case
 from compare.cases import sweep_iris as sweep_iris_case
 from examples import binary_logistic, iris_softmax, linear_regression, mnist_softmax
 from examples import sweep_iris as sweep_iris_example
@@ -297,6 +298,28 @@ def bench_sweep(ctx: Context, repeats: int, with_compile: bool) -> list[Row]:
     return [funcgrad_row, torch_func, torch_loop]
 
 
+def bench_per_example_grads(ctx: Context, repeats: int, with_compile: bool) -> list[Row]:
+    """``vmap(grad)`` over one batch of 100 MNIST examples, against torch.func's recipe."""
+    case = "per-example-grads"
+    data_name, data = ctx.mnist()
+    count = per_example_case.NUM_EXAMPLES
+    images, labels = data["train_images"][:count], data["train_labels"][:count]
+    params = mnist_softmax.init_params(ctx.key(12), images[0].size)
+    per_example = jax.jit(jax.vmap(jax.grad(per_example_case.loss_of_one_example), in_axes=(None, 0, 0)))
+    inputs = jax.device_put((params, jnp.asarray(images), jnp.asarray(labels, jnp.int32)), ctx.jax_device)
+    funcgrad_row = time_funcgrad(case, 1, lambda: per_example.lower(*inputs).compile(), inputs, repeats)
+    funcgrad_row.note = f"{count} examples of {data_name}"
+    initial = fg.to_state_dict(params)
+
+    def torch_func():
+        per_example_case.torch_side(ctx, images, labels, initial)
+        sync_torch(ctx.torch_device)
+
+    torch_row = time_torch(case, "torch-func", 1, torch_func, repeats)
+    torch_row.note = "vmap(grad) as torch.func's per-sample-gradients recipe, plus one batch backward"
+    return [funcgrad_row, torch_row]
+
+
 TORCH_FUNC_SAMPLE_STEPS = 200
 TORCH_LOOP_SAMPLE_MODELS = 2
 
@@ -336,6 +359,7 @@ BENCHES = {
        for case in FULL_BATCH_CASES},
     "mnist-softmax": bench_mnist,
     "sweep-iris": bench_sweep,
+    "per-example-grads": bench_per_example_grads,
 }
 
 
