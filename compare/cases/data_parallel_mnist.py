@@ -23,11 +23,8 @@ SOURCE = "002 (data parallel)"
 
 
 def run(ctx):
-    data_name, data = ctx.mnist()
     # mnist-softmax's set-up: both cases train the same model on the same batches.
-    init_key, order_key = jax.random.split(ctx.key(7))
-    initial = ctx.cast(fg.to_state_dict(port.init_params(init_key, data["train_images"][0].size)))
-    order = fg.shuffled_batch_indices(order_key, len(data["train_labels"]), port.BATCH_SIZE)
+    data_name, data, initial, order = single_device.setup(ctx)
 
     local_devices = jax.devices(ctx.jax_device.platform)
     mesh = fg.data_mesh(local_devices[:devices_for_batch(len(local_devices), port.BATCH_SIZE)])

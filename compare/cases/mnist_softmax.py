@@ -16,11 +16,17 @@ NAME = "mnist-softmax"
 SOURCE = "002"
 
 
-def run(ctx):
+def setup(ctx):
+    """The data, the initial W and b, and the batch order both sides train on."""
     data_name, data = ctx.mnist()
     init_key, order_key = jax.random.split(ctx.key(7))
     initial = ctx.cast(fg.to_state_dict(port.init_params(init_key, data["train_images"][0].size)))
     order = fg.shuffled_batch_indices(order_key, len(data["train_labels"]), port.BATCH_SIZE)
+    return data_name, data, initial, order
+
+
+def run(ctx):
+    data_name, data, initial, order = setup(ctx)
     jax_results = jax_side(data, initial, order)
     torch_results = torch_side(ctx, data, initial, order)
     return jax_results, torch_results, {"data": data_name}
