@@ -1,11 +1,13 @@
-"""``python -m compare``: run every case on JAX and PyTorch, print the table, write JSON.
+"""``python -m compare``: run every case on JAX and PyTorch, in float64 and float32, and judge them.
 
-    python -m compare                         # every case, float32, CPU (or --device auto)
-    python -m compare --case iris-softmax --x64 --json report.json
-    python -m compare --mnist-dir ../shared/data/mnist
+    python -m compare                         # every case, float64 then float32, CPU
+    python -m compare --case iris-softmax --details --json report.json
+    python -m compare --dtype float64 --mnist-dir ../shared/data/mnist
 
-Exits 1 if any quantity of any case disagrees beyond its tolerance, 2 on bad input (an
-unknown case, a missing or corrupt MNIST folder), naming the problem.
+Prints a header, then one line per case as it finishes (the worst error as a multiple of
+what its rule allows, and the first step where a history leaves its band), then the
+summary. ``--details`` adds every quantity. Exits 1 if any quantity of any case is out of
+bounds, 2 on bad input (an unknown case, a missing or corrupt MNIST folder), naming it.
 """
 
 from __future__ import annotations
@@ -13,26 +15,33 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 
 import numpy as np
 
 import funcgrad as fg
 from compare.cases import CASES
-from compare.run import run_case
+from compare.run import run_in_dtypes
 from compare.runtime import Context, describe_environment, select_devices, set_matmul_precision
+from funcgrad import parity
 
-COLUMNS = ("case", "quantity", "JAX", "PyTorch", "max abs err", "max rel err", "tol (rtol/atol)", "pass")
+DETAIL_COLUMNS = ("quantity", "rule", "JAX", "PyTorch", "|jax-torch|", "jax→f64", "torch→f64",
+                  "× allowed", "first out", "pass")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m compare", description=__doc__.splitlines()[0])
     parser.add_argument("--case", action="append", choices=list(CASES), metavar="NAME",
                         help=f"run only this case (repeatable): {', '.join(CASES)}")
-    parser.add_argument("--x64", action="store_true",
-                        help="float64 on both sides (jax x64, torch.float64) instead of float32")
+    parser.add_argument("--dtype", choices=("both", "float32", "float64"), default="both",
+                        help="float64 (proves the algorithm), float32 (judged by the error model "
+                             "against the float64 run), or both (default)")
+    parser.add_argument("--x64", action="store_const", const="float64", dest="dtype",
+                        help="same as --dtype float64")
     parser.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu",
                         help="where both frameworks run (auto: GPU when both see one)")
+    parser.add_argument("--details", action="store_true", help="also print every quantity of every case")
     parser.add_argument("--json", metavar="PATH", help="write the machine-readable report here")
     parser.add_argument("--mnist-dir", metavar="DIR",
                         help="folder of the four MNIST IDX files (else $FUNCGRAD_MNIST_DIR; "
@@ -41,70 +50,119 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def format_table(cases: list[dict]) -> str:
-    rows = [COLUMNS]
-    for case in cases:
-        for q in case["quantities"]:
-            tolerance = "exact" if q["kind"] == "exact" else f"{q['rtol']:.1e}/{q['atol']:.1e}"
-            rows.append((
-                case["name"], q["name"], q["jax"], q["torch"],
-                f"{q['max_abs_err']:.2e}", f"{q['max_rel_err']:.2e}", tolerance,
-                "ok" if q["passed"] else "FAIL",
-            ))
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(COLUMNS))]
+def case_line(entry: dict, dtypes: list[str]) -> str:
+    """``iris-softmax   8  float64 0.00x  float32 0.27x  -  12.3 s  ok``"""
+    reports = [entry[dtype] for dtype in dtypes]
+    cells = [f"{entry['name']:<22}", f"{len(reports[0]['quantities']):>3}"]
+    cells += [f"{dtype} {_ratio(entry[dtype]['worst_band_ratio']):>7}" for dtype in dtypes]
+    divergences = [
+        f"{report['dtype']}: {report['first_divergence']['quantity']} at step "
+        f"{report['first_divergence']['step']:,}".replace(",", " ")
+        for report in reports if report["first_divergence"]
+    ]
+    failing = [f"{report['dtype']}: {q['name']}" for report in reports
+               for q in report["quantities"] if not q["passed"] and q["first_divergence"] is None]
+    cells.append(f"{'; '.join(divergences + failing) or '-':<30}")
+    cells.append(f"{sum(report['seconds'] for report in reports):6.1f} s")
+    cells.append("ok" if entry["passed"] else "FAIL")
+    return "  ".join(cells)
+
+
+def _ratio(value: float) -> str:
+    return "inf" if not np.isfinite(value) else f"{value:.2f}x"
+
+
+def details_table(report: dict) -> str:
+    """Every quantity of one case in one dtype, one row each."""
+    rows = [DETAIL_COLUMNS]
+    for q in report["quantities"]:
+        rows.append((
+            q["name"], q["rule"], q["jax"], q["torch"], f"{q['max_abs_err']:.2e}",
+            _optional(q["jax_ref_err"]), _optional(q["torch_ref_err"]), _ratio(q["band_ratio"]),
+            "-" if q["first_divergence"] is None else str(q["first_divergence"]),
+            "ok" if q["passed"] else "FAIL",
+        ))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(DETAIL_COLUMNS))]
     lines = [" | ".join(str(cell).ljust(w) for cell, w in zip(row, widths)) for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return f"{report['name']} ({report['dtype']})\n" + "\n".join(lines)
+
+
+def _optional(value) -> str:
+    return "-" if value is None else f"{value:.2e}"
+
+
+def header(ctx: Context, environment: dict, dtypes: list[str], mnist_dir: str | None) -> str:
+    versions = environment["versions"]
+    data = mnist_dir or os.environ.get(fg.MNIST_ENV_VAR)
+    return "\n".join([
+        f"funcgrad comparison on {environment['device']['jax']} / {environment['device']['torch']} "
+        f"({environment['device']['name']}), {' then '.join(dtypes)}",
+        f"jax {versions['jax']}, optax {versions['optax']}, torch {versions['torch']}, "
+        f"python {versions['python']}",
+        "MNIST cases: " + (f"real MNIST from {data}" if data else
+                           "sklearn's 8x8 digits stand in (no MNIST folder given)"),
+        f"float64: |jax - torch| <= 1e-10 + 1e-10 |torch|; float32: JAX's distance to the float64 "
+        f"run within {parity.BAND_FACTOR:g}x PyTorch's own + {parity.FLOOR_ULPS:g} ulps",
+        f"{'case':<22}  {'qty':>3}  " + "  ".join(f"{d} {'worst':>7}" for d in dtypes)
+        + f"  {'first divergence':<30}  {'time':>8}  verdict",
+    ])
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
     jax_device, torch_device = select_devices(args.device)
     precision = set_matmul_precision()
-    ctx = Context(
-        dtype=np.dtype(np.float64 if args.x64 else np.float32),
-        jax_device=jax_device, torch_device=torch_device,
-        seed=args.seed, mnist_dir=args.mnist_dir,
-    )
+    ctx = Context(dtype=np.dtype(dtypes[-1]), jax_device=jax_device, torch_device=torch_device,
+                  seed=args.seed, mnist_dir=args.mnist_dir)
     environment = describe_environment(ctx)
-    print(f"funcgrad comparison: {ctx.dtype.name} on {environment['device']['jax']} / "
-          f"{environment['device']['torch']} ({environment['device']['name']})")
+    print(header(ctx, environment, dtypes, args.mnist_dir), flush=True)
 
     cases = []
     for name in args.case or CASES:
         try:
-            case = run_case(name, ctx)
+            entry = run_in_dtypes(name, ctx, dtypes)
         except (FileNotFoundError, fg.MnistError) as error:
             print(f"error: {name}: {error}", file=sys.stderr)
             return 2
-        if "data" in case:
-            print(f"{name}: data = {case['data']}")
-        cases.append(case)
-    for case in cases:
-        for q in case["quantities"]:
-            if q["note"]:
-                print(f"note: {case['name']} / {q['name']}: {q['note']}")
+        print(case_line(entry, dtypes), flush=True)
+        for dtype in dtypes:
+            for q in entry[dtype]["quantities"]:
+                if q["note"] and not q["first_divergence"]:
+                    print(f"    note: {dtype} {q['name']}: {q['note']}")
+        cases.append(entry)
 
-    print(format_table(cases))
-    passed = all(case["passed"] for case in cases)
-    failed = [case["name"] for case in cases if not case["passed"]]
-    print(f"{len(cases) - len(failed)} passed, {len(failed)} failed"
-          + (f": {', '.join(failed)}" if failed else ""))
+    if args.details:
+        for entry in cases:
+            for dtype in dtypes:
+                print("\n" + details_table(entry[dtype]))
+    data_notes = {entry[dtypes[0]]["data"] for entry in cases if "data" in entry[dtypes[0]]}
+    for note in sorted(data_notes):
+        print(f"MNIST cases ran on: {note}")
+    failed = [entry["name"] for entry in cases if not entry["passed"]]
+    print(f"{len(cases) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        print(f"failed: {', '.join(failed)} (rerun with --details to see every quantity)")
 
     if args.json:
         report = {
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "dtype": ctx.dtype.name,
+            "dtypes": dtypes,
             "seed": args.seed,
             "matmul_precision": precision,
+            "error_model": {"band_factor": parity.BAND_FACTOR, "floor_ulps": parity.FLOOR_ULPS,
+                            "reference": "the PyTorch side in float64, from the same inputs"},
+            "environment_variables": {name: os.environ.get(name) for name in
+                                      ("XLA_FLAGS", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS")},
             **environment,
-            "passed": passed,
+            "passed": not failed,
             "cases": cases,
         }
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2, default=float)
         print(f"report written to {args.json}")
-    return 0 if passed else 1
+    return 0 if not failed else 1
 
 
 if __name__ == "__main__":

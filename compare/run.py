@@ -1,45 +1,106 @@
-"""Run cases on both sides and collect a report: the library entry point behind the CLI."""
+"""Run cases on both sides and judge them: the library entry point behind the CLI.
+
+A float32 verdict needs the case's float64 twin: the PyTorch side run again in float64,
+from the same inputs, is the reference of the error model (``funcgrad.parity``).
+``run_case`` runs that twin itself; ``run_in_dtypes`` shares it with the float64 verdict.
+
+    entry = run_in_dtypes("iris-softmax", ctx)       # {"float64": {...}, "float32": {...}, "passed": ...}
+    assert entry["passed"]
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from typing import NamedTuple
 
 import jax
 import numpy as np
 import torch
 
-from compare import harness
 from compare.cases import CASES
 from compare.runtime import Context
+from funcgrad import parity
 
 
-def run_case(name: str, ctx: Context) -> dict:
-    """Run one case in ``ctx``'s dtype and device; return its report entry."""
+class Sides(NamedTuple):
+    """One run of a case: what each side reported, the case's notes, and the seconds it took."""
+
+    jax: dict
+    torch: dict
+    info: dict
+    seconds: float
+
+
+def run_sides(name: str, ctx: Context) -> Sides:
+    """Run case ``name`` on both frameworks in ``ctx``'s dtype and device."""
     if name not in CASES:
         raise ValueError(f"unknown case {name!r}; known cases: {', '.join(CASES)}")
-    module = CASES[name]
     start = time.perf_counter()
     with jax.enable_x64(ctx.dtype == np.float64), jax.default_device(ctx.jax_device):
-        jax_results, torch_results, *info = module.run(ctx)
+        jax_results, torch_results, *info = CASES[name].run(ctx)
         jax_results = _to_numpy(jax_results)
-    torch_results = _to_numpy(torch_results)
-    quantities = harness.compare_results(jax_results, torch_results, ctx.dtype)
+    return Sides(jax_results, _to_numpy(torch_results), info[0] if info else {},
+                 time.perf_counter() - start)
+
+
+def judge(name: str, ctx: Context, sides: Sides, reference: dict | None = None) -> dict:
+    """The report entry of one run: every quantity's verdict, and the case's."""
+    quantities = parity.compare_results(sides.jax, sides.torch, ctx.dtype, reference)
+    divergences = [(q.first_divergence, q.name) for q in quantities if q.first_divergence is not None]
     return {
+        **sides.info,
         "name": name,
-        "source": module.SOURCE,
-        "passed": all(q.passed for q in quantities),
-        "seconds": round(time.perf_counter() - start, 3),
+        "source": CASES[name].SOURCE,
+        "dtype": ctx.dtype.name,
         "seed": ctx.seed,
-        **(info[0] if info else {}),
+        "passed": all(q.passed for q in quantities),
+        "seconds": round(sides.seconds, 3),
+        "worst_band_ratio": max((q.band_ratio for q in quantities), default=0.0),
+        "first_divergence": (
+            {"step": min(divergences)[0], "quantity": min(divergences)[1]} if divergences else None
+        ),
         "quantities": [dataclasses.asdict(q) for q in quantities],
     }
 
 
+def run_case(name: str, ctx: Context, reference: dict | None = None) -> dict:
+    """Run and judge case ``name`` in ``ctx``'s dtype.
+
+    float32 is judged against ``reference``, the PyTorch side's float64 results; when it
+    is not given, the float64 twin is run here to make it.
+    """
+    if ctx.dtype == np.float32 and reference is None:
+        reference = float64_reference(name, ctx)
+    return judge(name, ctx, run_sides(name, ctx), reference)
+
+
+def float64_reference(name: str, ctx: Context) -> dict:
+    """The PyTorch side's results of case ``name`` in float64, from the same inputs."""
+    return run_sides(name, dataclasses.replace(ctx, dtype=np.dtype(np.float64))).torch
+
+
+def run_in_dtypes(name: str, ctx: Context, dtypes=("float64", "float32")) -> dict:
+    """Case ``name`` judged in each of ``dtypes``: ``{"name", "source", "passed", dtype: report}``.
+
+    The float64 run, when asked for, is also the float32 verdict's reference.
+    """
+    entry = {"name": name, "source": CASES[name].SOURCE}
+    reference = None
+    if "float64" in dtypes:
+        ctx64 = dataclasses.replace(ctx, dtype=np.dtype(np.float64))
+        sides64 = run_sides(name, ctx64)
+        entry["float64"], reference = judge(name, ctx64, sides64), sides64.torch
+    if "float32" in dtypes:
+        entry["float32"] = run_case(name, dataclasses.replace(ctx, dtype=np.dtype(np.float32)), reference)
+    entry["passed"] = all(entry[dtype]["passed"] for dtype in dtypes)
+    return entry
+
+
 def _to_numpy(results: dict) -> dict:
     def convert(value):
-        if isinstance(value, (harness.Exact, harness.Logits)):
-            return type(value)(convert(value.value))
+        if isinstance(value, (parity.Exact, parity.Logits, parity.History)):
+            return dataclasses.replace(value, value=convert(value.value))
         if isinstance(value, torch.Tensor):
             return value.detach().cpu().numpy()
         if isinstance(value, (int, float)):

@@ -1,5 +1,6 @@
 """Shared test set-up: where real MNIST lies, and one comparison context per dtype."""
 
+import functools
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 import funcgrad as fg
+from compare.run import run_in_dtypes
 from compare.runtime import Context
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -37,4 +39,19 @@ def cpu_context(dtype, mnist_dir=None) -> Context:
         jax_device=jax.devices("cpu")[0],
         torch_device=torch.device("cpu"),
         mnist_dir=mnist_dir,
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def case_reports(name: str, mnist_dir: str | None = None) -> dict:
+    """Case ``name`` judged in float64 and float32 (against the float64 run), once per session."""
+    return run_in_dtypes(name, cpu_context(np.float32, mnist_dir))
+
+
+def failures(report: dict) -> str:
+    """The failing quantities of a report, one line each, with their numbers."""
+    return "\n".join(
+        f"{q['name']}: {q['rule']}, {q['band_ratio']:.3g}x allowed, |jax-torch| {q['max_abs_err']:.3g}, "
+        f"jax/torch to float64 {q['jax_ref_err']}/{q['torch_ref_err']} {q['note']}"
+        for q in report["quantities"] if not q["passed"]
     )

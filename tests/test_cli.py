@@ -24,29 +24,41 @@ def run_cli(*args, tmp_path):
     return completed, json.loads(report_path.read_text())
 
 
-def test_cli_prints_the_table_and_writes_the_json_report(tmp_path):
+def test_cli_prints_one_line_per_case_and_writes_the_json_report(tmp_path):
     completed, report = run_cli(*FAST_CASES, "--device", "cpu", tmp_path=tmp_path)
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "max abs err" in completed.stdout and "2 passed, 0 failed" in completed.stdout
-    assert report["dtype"] == "float32" and report["passed"] is True
+    lines = completed.stdout.splitlines()
+    assert "2 passed, 0 failed" in lines
+    assert [line.split()[0] for line in lines if line.endswith(" ok")] == ["grad-poly-trig", "one-sample-logistic"]
+    assert report["dtypes"] == ["float64", "float32"] and report["passed"] is True
     assert {"jax", "jaxlib", "optax", "torch"} <= set(report["versions"])
     assert report["device"]["kind"] == "cpu"
     assert report["matmul_precision"]["jax_default_matmul_precision"] == "highest"
+    assert report["error_model"]["band_factor"] >= 1
     assert [case["name"] for case in report["cases"]] == ["grad-poly-trig", "one-sample-logistic"]
     for case in report["cases"]:
-        assert case["passed"] is True and case["seed"] == 0
-        for q in case["quantities"]:
-            assert {"name", "max_abs_err", "max_rel_err", "rtol", "atol", "passed"} <= set(q)
+        assert case["passed"] is True
+        for dtype in ("float64", "float32"):
+            assert case[dtype]["seed"] == 0 and case[dtype]["dtype"] == dtype
+            for q in case[dtype]["quantities"]:
+                assert {"name", "rule", "max_abs_err", "max_rel_err", "band_ratio", "passed"} <= set(q)
 
 
-def test_cli_x64_runs_float64_on_both_sides(tmp_path):
+def test_cli_details_prints_every_quantity(tmp_path):
+    completed, _ = run_cli("--case", "grad-poly-trig", "--details", tmp_path=tmp_path)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "dz/dx" in completed.stdout and "torch→f64" in completed.stdout
+
+
+def test_cli_x64_runs_float64_only(tmp_path):
     completed, report = run_cli(*FAST_CASES, "--x64", tmp_path=tmp_path)
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert report["dtype"] == "float64"
-    assert all(q["rtol"] <= 1e-10 for case in report["cases"] for q in case["quantities"])
+    assert report["dtypes"] == ["float64"]
+    assert all("float32" not in case for case in report["cases"])
+    assert all(q["rtol"] <= 1e-10 for case in report["cases"] for q in case["float64"]["quantities"])
 
 
-def test_cli_exits_nonzero_on_a_mismatch(monkeypatch, capsys):
+def test_cli_exits_nonzero_on_a_mismatch_and_names_the_quantity(monkeypatch, capsys):
     honest_jax_side = grad_poly_trig.jax_side
 
     def off_by_a_little(x, y):
@@ -55,7 +67,8 @@ def test_cli_exits_nonzero_on_a_mismatch(monkeypatch, capsys):
 
     monkeypatch.setattr(grad_poly_trig, "jax_side", off_by_a_little)
     assert cli.main(["--case", "grad-poly-trig"]) == 1
-    assert "FAIL" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "float32: z" in out and "float64: z" in out
 
 
 def test_readme_test_command_is_what_ci_runs():

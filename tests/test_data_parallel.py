@@ -18,23 +18,16 @@ import pytest
 
 import compare.cases
 import funcgrad as fg
-from compare import harness
+from funcgrad import parity
 from compare.cases import data_parallel_mnist
 from compare.run import run_case
 from examples import mnist_softmax as port
-from tests.conftest import REPO_ROOT, cpu_context
+from tests.conftest import REPO_ROOT, case_reports, cpu_context, failures
 
 NUM_DEVICES = 8
 # The digits' first 1440 rows in batches of 80: 18 steps of 10 examples per device.
 NUM_TRAIN = 1440
 BATCH_SIZE = 80
-
-
-def failures(report: dict) -> str:
-    return "\n".join(
-        f"{q['name']}: abs {q['max_abs_err']:.3g} rel {q['max_rel_err']:.3g} {q['note']}"
-        for q in report["quantities"] if not q["passed"]
-    )
 
 
 def train_and_evaluate(params, data, order) -> tuple[dict, dict]:
@@ -45,8 +38,8 @@ def train_and_evaluate(params, data, order) -> tuple[dict, dict]:
         "loss per batch": losses,
         "trained W": params["W"],
         "trained b": params["b"],
-        "test classes": harness.Logits(test_logits),
-        "test accuracy": harness.Exact(float(fg.accuracy(test_logits, data["test_labels"]))),
+        "test classes": parity.Logits(test_logits),
+        "test accuracy": parity.Exact(float(fg.accuracy(test_logits, data["test_labels"]))),
     }
 
 
@@ -74,7 +67,7 @@ def multi_device_report() -> dict:
         "devices": mesh.size,
         "sharded vs single device": [
             {"name": q.name, "max_abs_err": q.max_abs_err, "passed": q.passed, "note": q.note}
-            for q in harness.compare_results(sharded, single_device, np.float32)
+            for q in parity.compare_results(sharded, single_device, np.float32)
         ],
         "batch images shard shape": images.shard_shape((BATCH_SIZE, 8, 8)),
         "batch labels shard shape": labels.shard_shape((BATCH_SIZE,)),
@@ -131,14 +124,10 @@ def test_case_on_several_devices_matches_torch(eight_devices):
     assert report["trained params replicated"] is True
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-def test_case_on_one_device_matches_torch(dtype, monkeypatch):
-    monkeypatch.setitem(compare.cases.CASES, data_parallel_mnist.NAME, data_parallel_mnist)
-    # The digits: on real MNIST the case is mnist-softmax's epoch, tested in test_parity.
-    monkeypatch.delenv(fg.MNIST_ENV_VAR, raising=False)
-    report = run_case(data_parallel_mnist.NAME, cpu_context(dtype))
-    assert report["passed"], failures(report)
-    assert report["devices"] == 1 and report["trained params replicated"] is True
+def test_case_on_one_device_is_mnist_softmax_unsplit(request):
+    report = case_reports(data_parallel_mnist.NAME, request.getfixturevalue("mnist_dir"))["float32"]
+    assert report["devices"] == 1 and report["batch sharding"] == "PartitionSpec()"
+    assert report["trained params replicated"] is True
 
 
 @pytest.mark.parametrize("num_devices, expected", [(1, 1), (4, 4), (8, 5), (16, 10)])

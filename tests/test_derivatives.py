@@ -1,4 +1,4 @@
-"""Second derivatives, Newton's method and per-example gradients, each against torch."""
+"""Second derivatives, Newton's method and per-example gradients (their cases: tests/test_parity.py)."""
 
 import runpy
 import sys
@@ -9,36 +9,10 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-import compare.cases
 import funcgrad as fg
-from compare.cases import jacobian_hessian, newton_logistic, per_example_grads
-from compare.run import run_case
 from examples import binary_logistic, iris_softmax
 from examples import newton_logistic as newton
-from tests.conftest import REPO_ROOT, cpu_context
-
-
-def failures(report: dict) -> str:
-    return "\n".join(
-        f"{q['name']}: jax {q['jax']} torch {q['torch']} abs {q['max_abs_err']:.3g} "
-        f"rel {q['max_rel_err']:.3g} {q['note']}"
-        for q in report["quantities"] if not q["passed"]
-    )
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-@pytest.mark.parametrize(
-    "case", [jacobian_hessian, newton_logistic, per_example_grads], ids=lambda case: case.NAME
-)
-def test_case_matches_torch(case, dtype, monkeypatch):
-    monkeypatch.setitem(compare.cases.CASES, case.NAME, case)
-    report = run_case(case.NAME, cpu_context(dtype))
-    assert report["passed"], failures(report)
-    if dtype is np.float64:
-        # The largest, 1.5e-13, is torch's 1e-12 in binary_cross_entropy's double backward
-        # (see compare/cases/jacobian_hessian.py); the rest agree to ~1e-15.
-        worst = max(q["max_abs_err"] for q in report["quantities"])
-        assert worst < 1e-12, f"float64 runs of the same algorithm should agree to ~1e-13, got {worst:.3g}"
+from tests.conftest import REPO_ROOT
 
 
 def iris_loss_and_params():

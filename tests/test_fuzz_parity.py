@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import funcgrad as fg
-from compare.harness import TOLERANCES
+from funcgrad.parity import TOLERANCES
 
 EXAMPLES = 260  # per test: 4 tests, over 1000 drawn cases in all
 

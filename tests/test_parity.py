@@ -1,32 +1,27 @@
-"""Every comparison case, float32 and float64: the JAX port computes what PyTorch computes."""
+"""Every comparison case, float64 and float32: the JAX port computes what PyTorch computes.
 
-import functools
+float64 is held directly to 1e-10; float32 by the error model against the float64 run
+(funcgrad/parity.py). Each case runs once per session (``case_reports``).
+"""
 
 import numpy as np
 import pytest
 
 from compare.cases import CASES
 from compare.run import run_case
-from tests.conftest import cpu_context
+from tests.conftest import case_reports, cpu_context, failures
 
 CORE_CASES = [
     "grad-mean", "grad-poly-trig", "vjp-and-stop-gradient", "iris-softmax",
     "linear-regression", "binary-logistic", "mnist-softmax", "one-sample-logistic",
 ]
+MNIST_CASES = {"mnist-softmax", "per-example-grads", "data-parallel-mnist"}
 
 
-@functools.lru_cache(maxsize=None)
-def cached_report(name: str, dtype_name: str, mnist_dir: str | None) -> dict:
-    """Each case runs once per dtype; the tests below read different facts off one run."""
-    return run_case(name, cpu_context(np.dtype(dtype_name), mnist_dir))
-
-
-def failures(report: dict) -> str:
-    return "\n".join(
-        f"{q['name']}: jax {q['jax']} torch {q['torch']} abs {q['max_abs_err']:.3g} "
-        f"rel {q['max_rel_err']:.3g} {q['note']}"
-        for q in report["quantities"] if not q["passed"]
-    )
+def reports(name, request=None) -> dict:
+    """The case's reports; the MNIST cases on real MNIST (skipped, or failed under CI, without it)."""
+    mnist_dir = request.getfixturevalue("mnist_dir") if name in MNIST_CASES else None
+    return case_reports(name, mnist_dir)
 
 
 def quantity(report: dict, name: str) -> dict:
@@ -37,19 +32,39 @@ def test_every_seed_section_has_a_case():
     assert set(CORE_CASES) <= set(CASES)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-@pytest.mark.parametrize("name", CORE_CASES)
-def test_case_matches_torch(name, dtype, mnist_dir):
-    data_dir = mnist_dir if name == "mnist-softmax" else None
-    report = cached_report(name, np.dtype(dtype).name, data_dir)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_case_matches_torch(name, dtype, request):
+    report = reports(name, request)[dtype]
     assert report["passed"], failures(report)
-    if dtype is np.float64:
-        worst = max(q["max_abs_err"] for q in report["quantities"])
-        assert worst < 1e-12, f"float64 runs of the same algorithm should agree to ~1e-13, got {worst:.3g}"
 
 
-def test_mnist_case_runs_on_real_mnist_and_reaches_the_seeds_accuracy(mnist_dir):
-    report = cached_report("mnist-softmax", "float32", mnist_dir)
+@pytest.mark.parametrize("name", list(CASES))
+def test_float64_runs_agree_to_the_last_bits(name, request):
+    # The largest, 1.5e-13, is torch's 1e-12 in binary_cross_entropy's double backward
+    # (see compare/cases/jacobian_hessian.py); the rest agree to ~1e-14.
+    worst = max(q["max_abs_err"] for q in reports(name, request)["float64"]["quantities"]
+                if q["kind"] != "classes")
+    assert worst < 1e-12, f"float64 runs of the same algorithm should agree to ~1e-13, got {worst:.3g}"
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_float32_is_judged_against_the_float64_run(name, request):
+    floats = [q for q in reports(name, request)["float32"]["quantities"] if q["kind"] in ("float", "history")]
+    assert floats and all(q["rule"] == "float32 band" for q in floats)
+    assert all(q["torch_ref_err"] is not None and q["factor_needed"] is not None for q in floats)
+
+
+def test_training_histories_are_checked_step_by_step(request):
+    histories = {name: [q["name"] for q in reports(name, request)["float32"]["quantities"]
+                        if q["kind"] == "history"]
+                 for name in ("iris-softmax", "linear-regression", "binary-logistic", "mnist-softmax",
+                              "sweep-iris", "newton-logistic")}
+    assert all(histories.values()), histories
+
+
+def test_mnist_case_runs_on_real_mnist_and_reaches_the_seeds_accuracy(request):
+    report = reports("mnist-softmax", request)["float32"]
     assert report["data"] == "MNIST"
     accuracy = float(quantity(report, "test accuracy")["jax"])
     assert 0.89 <= accuracy <= 0.915  # the seed printed 0.9028 from another random init
@@ -64,10 +79,10 @@ def test_mnist_case_falls_back_to_sklearn_digits_and_says_so(monkeypatch):
 
 
 def test_iris_learns_the_first_two_features_as_well_as_the_seed():
-    report = cached_report("iris-softmax", "float32", None)
+    report = reports("iris-softmax")["float32"]
     accuracy = float(quantity(report, "test accuracy")["jax"])
     assert accuracy >= 0.8  # seed: 86.67 % from an unseeded init
-    assert len(quantity(report, "loss per epoch")["jax"]) > 0
+    assert quantity(report, "loss per epoch")["kind"] == "history"
 
 
 def test_unknown_case_is_named_in_the_error():

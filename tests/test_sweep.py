@@ -1,15 +1,12 @@
-"""A sweep trains every model as it would train alone, all in one call, and matches torch.func."""
+"""A sweep trains every model as it would train alone, all in one call (its torch.func twin: tests/test_parity.py)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import torch
 
 import funcgrad as fg
-from compare.run import run_case
-from compare.runtime import Context
 from examples import iris_softmax as port
 
 # Below Iris's edge of stability (near 0.16): above it the loss oscillates and last-bit
@@ -83,11 +80,3 @@ def test_params_without_a_shared_model_axis_are_refused():
 def test_init_many_wants_one_key_per_model():
     with pytest.raises(ValueError, match="single key.*jax.random.split"):
         fg.init_many(port.init_params, jax.random.key(0))
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-def test_sweep_matches_torch_func_ensemble(dtype):
-    ctx = Context(dtype=np.dtype(dtype), jax_device=jax.devices("cpu")[0], torch_device=torch.device("cpu"))
-    report = run_case("sweep-iris", ctx)
-    failed = [q for q in report["quantities"] if not q["passed"]]
-    assert report["passed"], "; ".join(f"{q['name']}: abs {q['max_abs_err']:.3g} {q['note']}" for q in failed)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import torch.optim as optim
 
 import funcgrad as fg
-from compare.harness import Exact, Logits
+from funcgrad.parity import Exact, History, Logits
 from examples import binary_logistic as port
 
 NAME = "binary-logistic"
@@ -30,7 +30,7 @@ def jax_side(xs, ys_true, initial):
     return {
         "weight grad at init": grads["weight"],
         "bias grad at init": grads["bias"],
-        "loss per step": losses,
+        "loss per step": History(losses),
         "trained weight": params["weight"],
         "trained bias": params["bias"],
         "sigmoid predictions": port.predict_probabilities(params, xs),
@@ -65,7 +65,7 @@ def torch_side(ctx, xs, ys_true, initial):
     return {
         "weight grad at init": grads["weight"],
         "bias grad at init": grads["bias"],
-        "loss per step": torch.stack(losses),
+        "loss per step": History(torch.stack(losses)),
         "trained weight": linear.weight,
         "trained bias": linear.bias,
         "sigmoid predictions": ys_pred,

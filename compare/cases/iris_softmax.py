@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.optim as optim
 
 import funcgrad as fg
-from compare.harness import Exact, Logits
+from funcgrad.parity import Exact, History, Logits
 from examples import iris_softmax as port
 
 NAME = "iris-softmax"
@@ -39,7 +39,7 @@ def jax_side(iris, initial):
     return {
         "weight grad at init": grads["linear"]["weight"],
         "bias grad at init": grads["linear"]["bias"],
-        "loss per epoch": losses,
+        "loss per epoch": History(losses),
         "trained weight": params["linear"]["weight"],
         "trained bias": params["linear"]["bias"],
         "test logits": test_logits,
@@ -76,7 +76,7 @@ def torch_side(ctx, iris, initial):
     return {
         "weight grad at init": grads["linear.weight"],
         "bias grad at init": grads["linear.bias"],
-        "loss per epoch": torch.stack(losses),
+        "loss per epoch": History(torch.stack(losses)),
         "trained weight": model.linear.weight,
         "trained bias": model.linear.bias,
         "test logits": outputs,

@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.optim as optim
 
 import funcgrad as fg
+from funcgrad.parity import History
 from examples import linear_regression as port
 
 NAME = "linear-regression"
@@ -25,7 +26,7 @@ def jax_side(xs, ys_true, initial):
     return {
         "weight grad at init": grads["weight"],
         "bias grad at init": grads["bias"],
-        "loss per step": losses,
+        "loss per step": History(losses),
         "trained weight": params["weight"],
         "trained bias": params["bias"],
     }
@@ -52,7 +53,7 @@ def torch_side(ctx, xs, ys_true, initial):
     return {
         "weight grad at init": grads["weight"],
         "bias grad at init": grads["bias"],
-        "loss per step": torch.stack(losses),
+        "loss per step": History(torch.stack(losses)),
         "trained weight": linear.weight,
         "trained bias": linear.bias,
     }

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import funcgrad as fg
-from compare.harness import Exact, Logits
+from funcgrad.parity import Exact, History, Logits
 from examples import mnist_softmax as port
 
 NAME = "mnist-softmax"
@@ -43,7 +43,7 @@ def jax_side(data, initial, order):
     return {
         "W grad on first batch": grads["W"],
         "b grad on first batch": grads["b"],
-        "loss per batch": losses,
+        "loss per batch": History(losses),
         "trained W": params["W"],
         "trained b": params["b"],
         "test logits": test_logits,
@@ -96,7 +96,7 @@ def torch_side(ctx, data, initial, order):
     return {
         "W grad on first batch": grads[0],
         "b grad on first batch": grads[1],
-        "loss per batch": torch.stack(losses),
+        "loss per batch": History(torch.stack(losses)),
         "trained W": W,
         "trained b": b,
         "test logits": test_logits,

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.autograd.functional import hessian
 
 import funcgrad as fg
+from funcgrad.parity import History
 from examples import newton_logistic as port
 
 NAME = "newton-logistic"
@@ -31,7 +32,7 @@ def run(ctx):
 def jax_side(xs, ys_true, initial):
     params, objectives, gradient_norm = port.fit_newton(fg.from_state_dict(initial), xs, ys_true)
     return {
-        "objective before each step": objectives,
+        "objective before each step": History(objectives),
         "final weight": params["weight"],
         "final bias": params["bias"],
         "final gradient norm": gradient_norm,
@@ -60,7 +61,7 @@ def torch_side(ctx, xs, ys_true, initial):
     (gradient,) = torch.autograd.grad(objective(theta), theta)
     theta = theta.detach()
     return {
-        "objective before each step": torch.stack(objectives),
+        "objective before each step": History(torch.stack(objectives)),
         "final weight": theta[1:].view(1, 3),
         "final bias": theta[:1],
         "final gradient norm": torch.linalg.norm(gradient),

@@ -20,7 +20,7 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 import funcgrad as fg
 from compare.cases.iris_softmax import LogisticRegression
-from compare.harness import Exact, Logits
+from funcgrad.parity import Exact, History, Logits
 from examples import iris_softmax as port
 
 NAME = "sweep-iris"
@@ -46,7 +46,7 @@ def jax_side(iris, initial, learning_rates):
     test_logits = jax.vmap(port.logits, in_axes=(0, None))(params, jnp.asarray(iris["x_test"]))
     correct = jnp.sum(fg.predict_classes(test_logits) == iris["y_test"], axis=1)
     return {
-        "loss per epoch": losses,
+        "loss per epoch": History(losses, step_axis=1),
         "trained weight": params["linear"]["weight"],
         "trained bias": params["linear"]["bias"],
         "test logits": test_logits,
@@ -89,7 +89,7 @@ def torch_side(ctx, iris, initial, learning_rates, num_epochs=NUM_EPOCHS):
         predicted = outputs.argmax(dim=2)
         correct = (predicted == y_test).sum(dim=1)
     return {
-        "loss per epoch": torch.stack(losses, dim=1),
+        "loss per epoch": History(torch.stack(losses, dim=1), step_axis=1),
         "trained weight": params["linear.weight"],
         "trained bias": params["linear.bias"],
         "test logits": outputs,

@@ -1,0 +1,171 @@
+"""The parity rules themselves: float64 direct, the float32 error model, histories, exact values, near-ties."""
+
+import numpy as np
+import pytest
+
+from funcgrad.parity import (
+    BAND_FACTOR,
+    FLOOR_ULPS,
+    TOLERANCES,
+    Exact,
+    History,
+    Logits,
+    compare_results,
+    format_failures,
+    summarize,
+)
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def only(rows):
+    (row,) = rows
+    return row
+
+
+def test_float32_direct_tolerance_is_no_looser_than_torch_testing_defaults():
+    rtol, atol = TOLERANCES[np.dtype(np.float32)]
+    assert rtol <= 1.3e-6 and atol <= 1e-5
+
+
+def test_values_within_tolerance_pass_and_report_their_errors():
+    row = only(compare_results({"w": np.float32([1.0, 2.0])},
+                               {"w": np.float32([1.0, 2.0 + 2e-6])}, np.float32))
+    assert row.passed and row.rule == "float32 direct"
+    assert row.max_abs_err == pytest.approx(2e-6, rel=0.1)
+    assert row.max_rel_err == pytest.approx(1e-6, rel=0.1)
+
+
+def test_float64_beyond_its_tolerance_fails():
+    row = only(compare_results({"w": np.float64([1.0])}, {"w": np.float64([1.0 + 1e-9])}, np.float64))
+    assert not row.passed and row.rule == "float64 direct"
+
+
+def test_float64_ignores_a_reference():
+    row = only(compare_results({"w": np.float64([1.0])}, {"w": np.float64([1.0])}, np.float64,
+                               reference={"w": np.float64([5.0])}))
+    assert row.passed and row.rule == "float64 direct" and row.jax_ref_err is None
+
+
+def band(torch_err, magnitude=1.0):
+    return BAND_FACTOR * torch_err + FLOOR_ULPS * EPS32 * magnitude
+
+
+def test_float32_passes_while_jax_is_within_the_band_of_torchs_own_error():
+    reference = {"w": np.float64([1.0])}
+    torch_value = {"w": np.float64([1.0 + 1e-4])}  # a long run's float32 drift
+    inside = only(compare_results({"w": np.float64([1.0 - 3e-4])}, torch_value, np.float32, reference))
+    outside = only(compare_results({"w": np.float64([1.0 + 1.01 * band(1e-4)])}, torch_value, np.float32, reference))
+    assert inside.passed and inside.rule == "float32 band"
+    assert not inside.direct_passed  # |jax - torch| = 4e-4 is far beyond assert_close's 1e-5
+    assert inside.jax_ref_err == pytest.approx(3e-4) and inside.torch_ref_err == pytest.approx(1e-4)
+    assert not outside.passed and outside.band_ratio > 1
+    assert inside.factor_needed == pytest.approx(3.0, rel=0.01)
+
+
+def test_where_torch_lands_exactly_a_few_ulps_still_pass():
+    reference = {"z": np.float64([3.0])}
+    within_floor = only(compare_results({"z": np.float64([3.0 + 2 * EPS32 * 3])}, reference, np.float32, reference))
+    beyond_floor = only(compare_results({"z": np.float64([3.0 + 8 * EPS32 * 3])}, reference, np.float32, reference))
+    assert within_floor.passed and not beyond_floor.passed
+
+
+def test_a_history_names_the_first_step_that_leaves_the_band():
+    steps = 1000
+    reference = np.linspace(2.0, 0.1, steps)
+    torch_run = reference + 1e-6 * np.linspace(0, 1, steps)  # float32 drift growing over the run
+    jax_run = reference - 2e-6 * np.linspace(0, 1, steps)
+    jax_run[700:] += 1e-3  # a bug from step 700 on
+    row = only(compare_results({"loss": History(jax_run)}, {"loss": History(torch_run)}, np.float32,
+                               {"loss": History(reference)}))
+    assert not row.passed and row.first_divergence == 700 and row.kind == "history"
+    assert "step 700" in row.note and "step 700" in format_failures([row])
+
+
+def test_a_history_band_uses_torchs_largest_error_so_far():
+    reference = np.ones(3)
+    torch_run = reference + np.array([0.0, 1e-4, 0.0])  # torch happens to land on 1.0 again at step 2
+    jax_run = reference + np.array([0.0, 1e-4, 2e-4])
+    row = only(compare_results({"loss": History(jax_run)}, {"loss": History(torch_run)}, np.float32,
+                               {"loss": History(reference)}))
+    assert row.passed and row.first_divergence is None
+
+
+def test_history_steps_along_another_axis():
+    reference = np.ones((2, 5))
+    jax_run = reference.copy()
+    jax_run[1, 3] += 1e-3
+    row = only(compare_results({"loss": History(jax_run, step_axis=1)}, {"loss": History(reference, step_axis=1)},
+                               np.float32, {"loss": History(reference, step_axis=1)}))
+    assert row.first_divergence == 3
+
+
+def test_nan_on_one_side_fails_and_says_so():
+    row = only(compare_results({"loss": np.float32([np.nan])}, {"loss": np.float32([1.0])}, np.float32))
+    assert not row.passed and "non-finite" in row.note
+
+
+def test_shape_mismatch_fails_naming_both_shapes():
+    row = only(compare_results({"w": np.zeros((3, 1))}, {"w": np.zeros(3)}, np.float32))
+    assert not row.passed and "(3, 1)" in row.note and "(3,)" in row.note
+
+
+def test_exact_values_must_be_identical():
+    assert only(compare_results({"acc": Exact(0.9)}, {"acc": Exact(0.9)}, np.float32)).passed
+    assert not only(compare_results({"acc": Exact(0.9)}, {"acc": Exact(0.9000001)}, np.float32)).passed
+
+
+def test_exact_on_one_side_only_is_still_compared():
+    assert only(compare_results({"acc": Exact(0.9)}, {"acc": 0.9}, np.float32)).passed
+    assert not only(compare_results({"acc": Exact(0.9)}, {"acc": 0.8}, np.float32)).passed
+
+
+def test_a_dtype_without_a_rule_is_named():
+    with pytest.raises(ValueError, match="float16"):
+        compare_results({"w": np.float16([1.0])}, {"w": np.float16([1.0])}, np.float16)
+
+
+def test_nested_results_are_compared_leaf_by_leaf():
+    rows = compare_results({"linear": {"weight": np.zeros(2), "bias": np.zeros(1)}},
+                           {"linear": {"weight": np.zeros(2), "bias": np.ones(1)}}, np.float64)
+    assert {row.name: row.passed for row in rows} == {"linear/weight": True, "linear/bias": False}
+
+
+def test_a_class_may_flip_only_at_a_near_tie_which_the_report_names():
+    jax_logits = np.float32([[1.0, 1.0 + 1e-7], [0.0, 5.0]])
+    torch_logits = np.float32([[1.0 + 1e-7, 1.0], [0.0, 5.0]])
+    row = only(compare_results({"c": Logits(jax_logits)}, {"c": Logits(torch_logits)}, np.float32))
+    assert row.passed
+    assert "sample 0" in row.note and "margin" in row.note
+
+
+def test_under_the_error_model_a_near_tie_is_one_within_torchs_own_error():
+    reference = np.float64([[1.0, 1.0 + 1e-5]])
+    torch_logits = np.float64([[1.0 + 2e-5, 1.0 + 1e-5]])  # torch's own error flips it
+    jax_logits = np.float64([[1.0, 1.0 + 1e-5]])
+    row = only(compare_results({"c": Logits(jax_logits)}, {"c": Logits(torch_logits)}, np.float32,
+                               {"c": Logits(reference)}))
+    assert row.passed and "sample 0" in row.note
+
+
+def test_a_class_flip_without_a_near_tie_fails():
+    row = only(compare_results({"c": Logits(np.float32([[0.0, 1.0]]))},
+                               {"c": Logits(np.float32([[1.0, 0.0]]))}, np.float32))
+    assert not row.passed and "not a near-tie" in row.note
+
+
+def test_binary_logits_compare_by_sign():
+    row = only(compare_results({"c": Logits(np.float32([[2.0], [-1.0]]))},
+                               {"c": Logits(np.float32([[1.5], [-3.0]]))}, np.float32))
+    assert row.passed and row.max_abs_err == 0
+
+
+def test_sides_reporting_different_quantities_is_an_error():
+    with pytest.raises(ValueError, match="different quantities"):
+        compare_results({"a": 1.0}, {"b": 1.0}, np.float32)
+
+
+def test_summaries_are_short():
+    assert summarize(np.float32(3.5)) == "3.5"
+    assert summarize(np.arange(3.0)) == "[0, 1, 2]"
+    assert summarize(np.zeros((100, 10))) == "(100, 10) last=0"
