@@ -170,6 +170,20 @@ def failing(report: dict) -> list[str]:
             for q in report["quantities"] if not q["passed"]]
 
 
+def smallest_caught(mutant: Mutant, dtype: str, ctx, reference, torch_runs) -> str:
+    """The smallest of the mutant's sizes still caught, trying them largest first."""
+    smallest = mutant.size
+    for size in mutant.sizes:
+        if verdict(mutant, dtype, ctx, size, reference, torch_runs)["passed"]:
+            return _size(mutant, smallest)
+        smallest = size
+    return f"<= {_size(mutant, smallest)} (smallest tried)"
+
+
+def _size(mutant: Mutant, size: float) -> str:
+    return "the last batch" if size == -1 else f"{size:.3g}"
+
+
 def main(argv=None) -> int:
     from compare.run import float64_reference
     from compare.runtime import Context, select_devices, set_matmul_precision
@@ -194,16 +208,10 @@ def main(argv=None) -> int:
         reports = {dtype: verdict(mutant, dtype, ctx, reference=references[mutant.case], torch_runs=runs)
                    for dtype in ("float64", "float32")}
         missed += sum(report["passed"] for report in reports.values())
-        smallest = {}
-        for dtype in ("float32", "float64"):
-            smallest[dtype] = mutant.size
-            for size in mutant.sizes:
-                if verdict(mutant, dtype, ctx, size, references[mutant.case], runs)["passed"]:
-                    break
-                smallest[dtype] = size
         cells = [mutant.name, mutant.case, mutant.description]
         cells += [", ".join(failing(reports[d])[:2]) or "NOT CAUGHT" for d in ("float64", "float32")]
-        cells.append(" / ".join(f"{smallest[d]:.3g}" for d in ("float32", "float64")) if mutant.sizes else "-")
+        cells.append(" / ".join(smallest_caught(mutant, dtype, ctx, references[mutant.case], runs)
+                                for dtype in ("float32", "float64")) if mutant.sizes else "-")
         print("| " + " | ".join(cells) + " |", flush=True)
     print(f"{len(mutants) * 2 - missed} caught, {missed} missed")
     return 0 if missed == 0 else 1

@@ -46,10 +46,22 @@ class Context:
         return torch.tensor(np.array(array), device=self.torch_device)
 
     def mnist(self) -> tuple[str, dict]:
-        """Real MNIST when a folder is named, else sklearn's 8x8 digits (labelled so)."""
-        if self.mnist_dir or os.environ.get(fg.MNIST_ENV_VAR):
-            return "MNIST", fg.load_mnist(self.mnist_dir)
-        return "sklearn 8x8 digits (no MNIST folder given)", fg.digits_as_mnist()
+        """Real MNIST from the named folder, else from ``--download``'s cache, else sklearn's
+        8x8 digits (labelled so)."""
+        source = mnist_source(self.mnist_dir)
+        if source is None:
+            return "the MNIST stand-in, sklearn 8x8 digits (no MNIST folder given)", fg.digits_as_mnist()
+        return "MNIST", fg.load_mnist(source)
+
+
+def mnist_source(mnist_dir: str | None) -> str | None:
+    """The MNIST folder a run reads: ``mnist_dir``, else $FUNCGRAD_MNIST_DIR, else the download
+    cache when it holds the files; None when there is none (the stand-in runs)."""
+    named = mnist_dir or os.environ.get(fg.MNIST_ENV_VAR)
+    if named:
+        return named
+    cache = fg.mnist_cache_dir()
+    return str(cache) if any(cache.glob("t10k-labels-idx1-ubyte*")) else None
 
 
 def select_devices(requested: str) -> tuple[jax.Device, torch.device]:

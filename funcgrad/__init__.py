@@ -16,7 +16,7 @@ from funcgrad.data import (
 from funcgrad.derivatives import hvp
 from funcgrad.losses import bce_with_logits, binary_cross_entropy, cross_entropy, mse_loss
 from funcgrad.metrics import accuracy, predict_classes
-from funcgrad.mnist import MNIST_ENV_VAR, MnistError, download_mnist, load_mnist
+from funcgrad.mnist import MNIST_ENV_VAR, MnistError, download_mnist, load_mnist, mnist_cache_dir
 from funcgrad.nn import from_state_dict, linear_apply, linear_init, to_state_dict
 from funcgrad.parallel import batch_sharding, data_mesh, replicate, shard_batch_indices
 from funcgrad.sweep import fit_full_batch_sweep, init_many, sweep_grid
@@ -52,6 +52,7 @@ __all__ = [
     "linear_init",
     "linear_regression_data",
     "load_mnist",
+    "mnist_cache_dir",
     "mse_loss",
     "predict_classes",
     "replicate",

@@ -67,18 +67,25 @@ def digits_as_mnist(num_train: int = 1500) -> dict[str, np.ndarray]:
     """scikit-learn's bundled 8x8 digits in MNIST's form: uint8 images in 0..255.
 
     The stand-in when no MNIST is at hand: same keys as :func:`funcgrad.load_mnist`,
-    pixels rescaled from 0..16 to 0..255 so the same ``/ 255`` pipeline applies.
+    pixels rescaled from 0..16 to 0..255 so the same ``/ 255`` pipeline applies. The
+    split is stratified and shuffled with a fixed seed: the set's last rows come from
+    other writers, so a split at ``num_train`` would test on a different population.
 
     >>> digits = digits_as_mnist()
     >>> digits["train_images"].shape, digits["test_images"].shape
     ((1500, 8, 8), (297, 8, 8))
     """
+    from sklearn.model_selection import train_test_split
+
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
     labels = digits.target.astype(np.uint8)
+    train_images, test_images, train_labels, test_labels = train_test_split(
+        images, labels, train_size=num_train, random_state=0, stratify=labels
+    )
     return {
-        "train_images": images[:num_train],
-        "train_labels": labels[:num_train],
-        "test_images": images[num_train:],
-        "test_labels": labels[num_train:],
+        "train_images": train_images,
+        "train_labels": train_labels,
+        "test_images": test_images,
+        "test_labels": test_labels,
     }

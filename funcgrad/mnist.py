@@ -86,6 +86,17 @@ def resolve_mnist_dir(directory: _PathArg | None = None) -> Path:
     return path
 
 
+def mnist_cache_dir() -> Path:
+    """Where ``python -m compare --download`` keeps MNIST: ``$XDG_CACHE_HOME/funcgrad/mnist``
+    (``~/.cache/funcgrad/mnist`` when the variable is unset).
+
+    Usage:
+        >>> download_mnist(mnist_cache_dir())
+    """
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "funcgrad" / "mnist"
+
+
 def load_mnist(directory: _PathArg | None = None, *, verify_checksums: bool = True) -> dict[str, np.ndarray]:
     """Load and validate the four MNIST files; arrays are uint8, images (N, 28, 28), labels (N,).
 

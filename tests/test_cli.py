@@ -1,5 +1,6 @@
 """``python -m compare``: the interface other tools read (flags, JSON report, exit status)."""
 
+import functools
 import json
 import shutil
 import subprocess
@@ -9,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 import compare.__main__ as cli
+import funcgrad as fg
+from compare import runtime
 from compare.cases import grad_poly_trig
 from tests.conftest import REPO_ROOT
 
@@ -89,3 +92,27 @@ def test_cli_names_a_corrupt_mnist_file_and_exits_2(tmp_path, mnist_dir, capsys)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not gzip at all")
     assert cli.main(["--case", "mnist-softmax", "--mnist-dir", str(tmp_path)]) == 2
     assert "t10k-labels-idx1-ubyte.gz" in capsys.readouterr().err
+
+
+def test_download_fills_the_cache_which_later_runs_read(tmp_path, mnist_dir, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv(fg.MNIST_ENV_VAR)
+    mirror = Path(mnist_dir).resolve().as_uri() + "/"  # a local mirror: the same files, md5-checked
+    monkeypatch.setattr(fg, "download_mnist", functools.partial(fg.download_mnist, base_url=mirror))
+    assert runtime.mnist_source(None) is None
+    assert cli.main(["--download", "--case", "grad-mean"]) == 0
+    cache = tmp_path / "funcgrad" / "mnist"
+    assert sorted(path.name for path in cache.iterdir()) == sorted(path.name for path in Path(mnist_dir).glob("*.gz"))
+    assert runtime.mnist_source(None) == str(cache)
+    assert f"real MNIST from {cache}" in capsys.readouterr().out
+
+
+def test_download_offline_names_the_fault_and_exits_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+    def offline(directory):
+        raise OSError("could not reach https://example.invalid/mnist/train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(fg, "download_mnist", offline)
+    assert cli.main(["--download", "--case", "grad-mean"]) == 2
+    assert "--download" in capsys.readouterr().err

@@ -25,7 +25,7 @@ from examples import mnist_softmax as port
 from tests.conftest import REPO_ROOT, case_reports, cpu_context, failures
 
 NUM_DEVICES = 8
-# The digits' first 1440 rows in batches of 80: 18 steps of 10 examples per device.
+# 1440 training digits in batches of 80: 18 steps of 10 examples per device.
 NUM_TRAIN = 1440
 BATCH_SIZE = 80
 
@@ -80,10 +80,11 @@ def multi_device_report() -> dict:
 
 
 @pytest.fixture(scope="module")
-def eight_devices() -> dict:
+def eight_devices(tmp_path_factory) -> dict:
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=(
         f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={NUM_DEVICES}"))
     env.pop(fg.MNIST_ENV_VAR, None)  # the digits keep the subprocess quick
+    env["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("no-cache"))  # nor a downloaded MNIST
     completed = subprocess.run(
         [sys.executable, "-m", "tests.test_data_parallel"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,

@@ -4,7 +4,7 @@ torch twin.
 
 The JAX side is mnist-softmax's own, fed sharded inputs: the data and initial params
 replicated, the batch order split over the mesh's ``"data"`` axis. The devices are those
-of ``ctx.jax_device``'s platform: all of them when their number divides the batch of 100,
+of ``ctx.jax_device``'s platform: all of them when their number divides the batch (100; 20 on the digits stand-in),
 else the most that does (8 GPUs run on 5), as the report's ``devices`` says. On one
 device the case is mnist-softmax itself, and its ``batch sharding`` reads ``P()``: there
 is nothing to split.
@@ -27,7 +27,7 @@ def run(ctx):
     data_name, data, initial, order = single_device.setup(ctx)
 
     local_devices = jax.devices(ctx.jax_device.platform)
-    mesh = fg.data_mesh(local_devices[:devices_for_batch(len(local_devices), port.BATCH_SIZE)])
+    mesh = fg.data_mesh(local_devices[:devices_for_batch(len(local_devices), order.shape[1])])
     replicated_data, replicated_initial = fg.replicate((data, initial), mesh)
     sharded_order = fg.shard_batch_indices(order, mesh)
 

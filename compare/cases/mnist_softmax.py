@@ -1,5 +1,10 @@
 """mnist-softmax (seed 002): W = randn(784, 10)/sqrt(784), b = 0, cross-entropy, SGD lr 0.1,
-shuffled batches of 100, one epoch; real MNIST when a folder is given, else sklearn's digits."""
+shuffled batches of 100, one epoch; real MNIST when a folder is given.
+
+Without one, sklearn's 1 500 training digits stand in: one epoch of 100 would be 15 steps
+(test accuracy 0.3, a model that has not trained), so the stand-in takes batches of 20 for
+10 epochs, 750 steps (accuracy 0.94), a fresh permutation each epoch.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +19,8 @@ from examples import mnist_softmax as port
 
 NAME = "mnist-softmax"
 SOURCE = "002"
+STAND_IN_BATCH_SIZE = 20
+STAND_IN_EPOCHS = 10
 
 
 def setup(ctx):
@@ -21,7 +28,8 @@ def setup(ctx):
     data_name, data = ctx.mnist()
     init_key, order_key = jax.random.split(ctx.key(7))
     initial = ctx.cast(fg.to_state_dict(port.init_params(init_key, data["train_images"][0].size)))
-    order = fg.shuffled_batch_indices(order_key, len(data["train_labels"]), port.BATCH_SIZE)
+    batch_size, num_epochs = (port.BATCH_SIZE, 1) if data_name == "MNIST" else (STAND_IN_BATCH_SIZE, STAND_IN_EPOCHS)
+    order = fg.shuffled_batch_indices(order_key, len(data["train_labels"]), batch_size, num_epochs)
     return data_name, data, initial, order
 
 
@@ -62,8 +70,9 @@ def torch_side(ctx, data, initial, order):
                                 ctx.to_torch(data["train_labels"].astype(np.int64)))
     mnist_test = TensorDataset(to_tensor(ctx, data["test_images"]),
                                ctx.to_torch(data["test_labels"].astype(np.int64)))
-    # The seed's shuffle=True, with the batch order handed over instead of drawn by torch.
-    train_loader = DataLoader(mnist_train, batch_size=port.BATCH_SIZE, sampler=order.ravel().tolist())
+    # The seed's shuffle=True, with the batch order handed over instead of drawn by torch
+    # (every epoch's permutation, one after the other).
+    train_loader = DataLoader(mnist_train, batch_size=order.shape[1], sampler=order.ravel().tolist())
     test_loader = DataLoader(mnist_test, batch_size=100, shuffle=False)
     num_pixels = data["train_images"][0].size
 
