@@ -17,11 +17,13 @@ import datetime
 import json
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
 import funcgrad as fg
 from compare.cases import CASES
+from compare.plots import plot_case, write_index
 from compare.run import run_in_dtypes
 from compare.runtime import Context, describe_environment, mnist_source, select_devices, set_matmul_precision
 from funcgrad import parity
@@ -43,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="where both frameworks run (auto: GPU when both see one)")
     parser.add_argument("--details", action="store_true", help="also print every quantity of every case")
     parser.add_argument("--json", metavar="PATH", help="write the machine-readable report here")
+    parser.add_argument("--plots", metavar="DIR",
+                        help="write a PNG per training case (both runs and the band) and an index.md here")
     parser.add_argument("--mnist-dir", metavar="DIR",
                         help="folder of the four MNIST IDX files (else $FUNCGRAD_MNIST_DIR; "
                              "with neither, sklearn's 8x8 digits stand in)")
@@ -127,16 +131,23 @@ def main(argv=None) -> int:
     ctx = Context(dtype=np.dtype(dtypes[-1]), jax_device=jax_device, torch_device=torch_device,
                   seed=args.seed, mnist_dir=args.mnist_dir)
     environment = describe_environment(ctx)
-    print(header(ctx, environment, dtypes, args.mnist_dir), flush=True)
+    summary = [header(ctx, environment, dtypes, args.mnist_dir)]
+    print(summary[0], flush=True)
+    if args.plots:
+        Path(args.plots).mkdir(parents=True, exist_ok=True)
 
-    cases = []
+    cases, images = [], []
     for name in args.case or CASES:
         try:
-            entry = run_in_dtypes(name, ctx, dtypes)
+            entry = run_in_dtypes(name, ctx, dtypes, keep_sides=bool(args.plots))
         except (FileNotFoundError, fg.MnistError) as error:
             print(f"error: {name}: {error}", file=sys.stderr)
             return 2
-        print(case_line(entry, dtypes), flush=True)
+        if args.plots:
+            images += [path for path in [plot_case(entry, Path(args.plots))] if path]
+        entry.pop("sides", None)
+        summary.append(case_line(entry, dtypes))
+        print(summary[-1], flush=True)
         for dtype in dtypes:
             for q in entry[dtype]["quantities"]:
                 if q["note"] and not q["first_divergence"]:
@@ -151,7 +162,8 @@ def main(argv=None) -> int:
     for note in sorted(data_notes):
         print(f"MNIST cases ran on: {note}")
     failed = [entry["name"] for entry in cases if not entry["passed"]]
-    print(f"{len(cases) - len(failed)} passed, {len(failed)} failed")
+    summary.append(f"{len(cases) - len(failed)} passed, {len(failed)} failed")
+    print(summary[-1])
     if failed:
         print(f"failed: {', '.join(failed)} (rerun with --details to see every quantity)")
 
@@ -172,6 +184,8 @@ def main(argv=None) -> int:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2, default=float)
         print(f"report written to {args.json}")
+    if args.plots:
+        print(f"plots: {write_index(Path(args.plots), summary, images)} ({len(images)} images)")
     return 0 if not failed else 1
 
 

@@ -80,20 +80,28 @@ def float64_reference(name: str, ctx: Context) -> dict:
     return run_sides(name, dataclasses.replace(ctx, dtype=np.dtype(np.float64))).torch
 
 
-def run_in_dtypes(name: str, ctx: Context, dtypes=("float64", "float32")) -> dict:
+def run_in_dtypes(name: str, ctx: Context, dtypes=("float64", "float32"), keep_sides: bool = False) -> dict:
     """Case ``name`` judged in each of ``dtypes``: ``{"name", "source", "passed", dtype: report}``.
 
-    The float64 run, when asked for, is also the float32 verdict's reference.
+    The float64 run, when asked for, is also the float32 verdict's reference. With
+    ``keep_sides``, ``entry["sides"]`` holds each dtype's :class:`Sides` and the
+    ``"reference"`` (for plots; not JSON).
     """
-    entry = {"name": name, "source": CASES[name].SOURCE}
-    reference = None
+    entry, sides = {"name": name, "source": CASES[name].SOURCE}, {}
     if "float64" in dtypes:
         ctx64 = dataclasses.replace(ctx, dtype=np.dtype(np.float64))
-        sides64 = run_sides(name, ctx64)
-        entry["float64"], reference = judge(name, ctx64, sides64), sides64.torch
+        sides["float64"] = run_sides(name, ctx64)
+        sides["reference"] = sides["float64"].torch
+        entry["float64"] = judge(name, ctx64, sides["float64"])
     if "float32" in dtypes:
-        entry["float32"] = run_case(name, dataclasses.replace(ctx, dtype=np.dtype(np.float32)), reference)
+        ctx32 = dataclasses.replace(ctx, dtype=np.dtype(np.float32))
+        if "reference" not in sides:
+            sides["reference"] = float64_reference(name, ctx)
+        sides["float32"] = run_sides(name, ctx32)
+        entry["float32"] = judge(name, ctx32, sides["float32"], sides["reference"])
     entry["passed"] = all(entry[dtype]["passed"] for dtype in dtypes)
+    if keep_sides:
+        entry["sides"] = sides
     return entry
 
 

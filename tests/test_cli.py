@@ -116,3 +116,14 @@ def test_download_offline_names_the_fault_and_exits_2(tmp_path, monkeypatch, cap
     monkeypatch.setattr(fg, "download_mnist", offline)
     assert cli.main(["--download", "--case", "grad-mean"]) == 2
     assert "--download" in capsys.readouterr().err
+
+
+def test_plots_draw_each_training_case_and_an_index(tmp_path):
+    plots = tmp_path / "plots"
+    completed, _ = run_cli("--case", "linear-regression", "--case", "grad-mean", "--plots", str(plots),
+                           tmp_path=tmp_path)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert sorted(path.name for path in plots.iterdir()) == ["index.md", "linear-regression.png"]
+    assert (plots / "linear-regression.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    index = (plots / "index.md").read_text()
+    assert "![linear-regression](linear-regression.png)" in index and "2 passed, 0 failed" in index

@@ -82,13 +82,24 @@ def test_a_history_names_the_first_step_that_leaves_the_band():
     assert "step 700" in row.note and "step 700" in format_failures([row])
 
 
-def test_a_history_band_uses_torchs_largest_error_so_far():
+def test_a_history_band_uses_torchs_largest_recent_error():
     reference = np.ones(3)
     torch_run = reference + np.array([0.0, 1e-4, 0.0])  # torch happens to land on 1.0 again at step 2
     jax_run = reference + np.array([0.0, 1e-4, 2e-4])
     row = only(compare_results({"loss": History(jax_run)}, {"loss": History(torch_run)}, np.float32,
                                {"loss": History(reference)}))
     assert row.passed and row.first_divergence is None
+
+
+def test_a_history_band_shrinks_with_a_drift_that_dies_out():
+    steps = 300
+    reference = 20 * np.exp(-np.arange(steps) / 10.0)  # a converging loss
+    torch_run = reference * (1 + 1e-7)  # float32 rounding, relative to the value
+    jax_run = reference * (1 + 1e-7)
+    jax_run[200:] += 1e-8  # late, small, but far beyond rounding of a loss near 1e-8
+    row = only(compare_results({"loss": History(jax_run)}, {"loss": History(torch_run)}, np.float32,
+                               {"loss": History(reference)}))
+    assert row.first_divergence == 200
 
 
 def test_history_steps_along_another_axis():
