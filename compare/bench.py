@@ -2,25 +2,40 @@
 
     python -m compare.bench --json bench.json            # every case
     python -m compare.bench --skip-torch-compile         # skip torch.compile's long compiles
+    python -m compare.bench --case per-example-grads --min-time 0.2   # one row, quickly
 
 For every training case: funcgrad (the whole run compiled once; compile and steady-state
 run timed apart), PyTorch eager (the seed's zero_grad/backward/step loop), torch.compile
 of the same step, and for MNIST the floor, the one forward + weight-gradient matmul over
 all 60 000 rows that a full epoch cannot avoid. Every timed region ends with
-``block_until_ready`` (JAX) or ``torch.cuda.synchronize`` (GPU); run times are the median
-of ``--repeats`` runs after one warm-up. Both frameworks use the same number of threads.
+``block_until_ready`` (JAX) or ``torch.cuda.synchronize`` (GPU). Each row is one warm-up
+call, then at least ``--repeats`` timed repeats and ``--min-time`` seconds of timed work;
+calls shorter than ``MIN_REGION_S`` are timed in batches of N calls and divided by N, as
+``timeit``'s autorange does. Rows report min / median / max per call; ratios use medians.
+The table prints as Markdown, ready for README. Both frameworks use the same number of threads.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
+import math
 import os
 import statistics
 import sys
 import time
 from typing import Callable
+
+# torch's OpenMP threads spin while they wait for work. With other jobs on the cores, a
+# spinning thread holds the core its partner needs and every parallel op waits: one call
+# of the per-example gradients took 2 ms alone and 40-56 ms beside another job, enough to
+# explain the README's 46.7x. Waiting passively (XLA's pool parks its threads too) kept it
+# at 2-3.5 ms under the same load. libgomp reads the variable once, when torch loads it;
+# set OMP_WAIT_POLICY=ACTIVE (or any value) yourself to time otherwise.
+TORCH_LOADED_BEFORE = "torch" in sys.modules
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +44,7 @@ import optax
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.func import grad, vmap
 
 import funcgrad as fg
 from compare.runtime import Context, describe_environment, select_devices, set_matmul_precision
@@ -51,25 +67,99 @@ class Row:
     framework: str
     steps: int
     compile_s: float
-    run_s: float
+    run_s: float                    # median seconds per call over the repeats
     note: str = ""
     ratio_to_funcgrad: float | None = None
     ratio_to_floor: float | None = None
+    run_min_s: float = 0.0
+    run_max_s: float = 0.0
+    repeats: int = 0                # timed repeats (regions) behind min / median / max
+    calls_per_repeat: int = 1       # calls in one timed region; its time is divided by this
 
     @property
     def per_step_us(self) -> float:
         return 1e6 * self.run_s / self.steps
 
+    def scale(self, factor: float) -> None:
+        """Multiply every run time by ``factor`` (extrapolating a sample)."""
+        self.run_s, self.run_min_s, self.run_max_s = (
+            factor * self.run_s, factor * self.run_min_s, factor * self.run_max_s)
 
-def median_seconds(run: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``run`` after one warm-up call; ``run`` must synchronise itself."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+
+# Repeats: at least this many timed regions and this much timed work per row, after one
+# warm-up call (the CLI's --repeats and --min-time). A region shorter than MIN_REGION_S
+# holds several calls: a 1 ms call timed alone shows the scheduler's and the thread
+# pools' wake-up noise more than its own time (seen: 0.6 to 4.8 ms for one 0.7 ms call).
+MIN_REPEATS = 5
+MIN_TIME_S = 1.0
+MIN_REGION_S = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class Repeats:
+    """How long to measure one row: ``Repeats(minimum=5, min_time_s=1.0)``."""
+
+    minimum: int = MIN_REPEATS
+    min_time_s: float = MIN_TIME_S
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Seconds per call of each timed region, and the warm-up call's own time."""
+
+    per_call_s: tuple[float, ...]
+    calls_per_repeat: int
+    first_call_s: float
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.per_call_s)
+
+
+def seconds_for(run: Callable[[], object], calls: int) -> float:
+    """Wall time of ``calls`` back-to-back calls of ``run`` (which synchronises itself)."""
+    start = time.perf_counter()
+    for _ in range(calls):
         run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return time.perf_counter() - start
+
+
+def first_region(run: Callable[[], object]) -> tuple[int, float]:
+    """How many calls make one region at least ``MIN_REGION_S`` long, and that region's time.
+
+    Tries 1, 2, 5, 10, 20, ... calls, as ``timeit.Timer.autorange`` does; the shorter
+    trials warm ``run`` up further, and the last one is the first timed repeat, so a
+    30 s run is not run once more to find out that one call is enough.
+    """
+    calls = 1
+    while True:
+        for multiple in (1, 2, 5):
+            seconds = seconds_for(run, calls * multiple)
+            if seconds >= MIN_REGION_S:
+                return calls * multiple, seconds
+        calls *= 10
+
+
+def measure(run: Callable[[], object], repeats: Repeats, warm_ups: int = 1) -> Timing:
+    """Time ``run`` (which must synchronise itself) after ``warm_ups`` untimed calls.
+
+        timing = measure(lambda: jax.block_until_ready(f(x)), Repeats())
+
+    Repeats regions until there are ``repeats.minimum`` of them and together they took
+    ``repeats.min_time_s``; a row of sub-millisecond calls thus gets thousands of calls.
+    """
+    warm_up_s = [seconds_for(run, 1) for _ in range(warm_ups)]
+    calls, seconds = first_region(run)
+    per_call = [seconds / calls]
+    while len(per_call) < repeats.minimum or sum(per_call) * calls < repeats.min_time_s:
+        per_call.append(seconds_for(run, calls) / calls)
+    return Timing(tuple(per_call), calls, warm_up_s[0])
+
+
+def row_from(case: str, framework: str, steps: int, compile_s: float, timing: Timing) -> Row:
+    return Row(case, framework, steps, compile_s, timing.median_s,
+               run_min_s=min(timing.per_call_s), run_max_s=max(timing.per_call_s),
+               repeats=len(timing.per_call_s), calls_per_repeat=timing.calls_per_repeat)
 
 
 def sync_torch(device: torch.device) -> None:
@@ -77,7 +167,7 @@ def sync_torch(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_funcgrad(case: str, steps: int, compile_run: Callable, dynamic: tuple, repeats: int) -> Row:
+def time_funcgrad(case: str, steps: int, compile_run: Callable, dynamic: tuple, repeats: Repeats) -> Row:
     """Compile ahead of time (timed apart), then time the compiled call alone.
 
     ``compile_run()`` returns the compiled executable, e.g.
@@ -87,18 +177,17 @@ def time_funcgrad(case: str, steps: int, compile_run: Callable, dynamic: tuple, 
     start = time.perf_counter()
     compiled = compile_run()
     compile_s = time.perf_counter() - start
-    run_s = median_seconds(lambda: jax.block_until_ready(compiled(*dynamic)), repeats)
-    return Row(case, "funcgrad", steps, compile_s, run_s)
+    timing = measure(lambda: jax.block_until_ready(compiled(*dynamic)), repeats)
+    return row_from(case, "funcgrad", steps, compile_s, timing)
 
 
-def time_torch(case: str, framework: str, steps: int, run: Callable[[], None], repeats: int) -> Row:
-    """Time a torch run; the first call's extra time is reported as its compile time."""
-    start = time.perf_counter()
-    run()
-    first_s = time.perf_counter() - start
-    run_s = median_seconds(run, repeats)
-    compile_s = max(first_s - run_s, 0.0) if framework == "torch-compile" else 0.0
-    return Row(case, framework, steps, compile_s, run_s)
+def time_torch(case: str, framework: str, steps: int, run: Callable[[], None], repeats: Repeats) -> Row:
+    """Time a torch run; the first call's extra time is reported as torch.compile's compile time."""
+    # torch.compile gets a second warm-up: a guard that fails on the second call (state the
+    # first call created) would recompile inside the first timed region.
+    timing = measure(run, repeats, warm_ups=2 if framework == "torch-compile" else 1)
+    compile_s = max(timing.first_call_s - timing.median_s, 0.0) if framework == "torch-compile" else 0.0
+    return row_from(case, framework, steps, compile_s, timing)
 
 
 # ---- full-batch cases: Iris, linear regression, binary logistic regression ----------------
@@ -142,7 +231,7 @@ def torch_linear_from(params, device) -> nn.Linear:
     return model
 
 
-def bench_full_batch(case: FullBatchCase, ctx: Context, repeats: int, with_compile: bool) -> list[Row]:
+def bench_full_batch(case: FullBatchCase, ctx: Context, repeats: Repeats, with_compile: bool) -> list[Row]:
     x, y = case.data()
     params = case.init(ctx.key(0))
     optimizer = optax.sgd(case.port.LEARNING_RATE)
@@ -184,7 +273,7 @@ def bench_full_batch(case: FullBatchCase, ctx: Context, repeats: int, with_compi
 
 # ---- MNIST: one epoch of minibatch SGD, and the matmul floor ------------------------------
 
-def bench_mnist(ctx: Context, repeats: int, with_compile: bool) -> list[Row]:
+def bench_mnist(ctx: Context, repeats: Repeats, with_compile: bool) -> list[Row]:
     data_name, data = ctx.mnist()
     case = "mnist-softmax"
     init_key, order_key = jax.random.split(ctx.key(0))
@@ -236,7 +325,7 @@ def bench_mnist(ctx: Context, repeats: int, with_compile: bool) -> list[Row]:
     return rows
 
 
-def bench_floor(case: str, ctx: Context, images: np.ndarray, params: dict, steps: int, repeats: int) -> Row:
+def bench_floor(case: str, ctx: Context, images: np.ndarray, params: dict, steps: int, repeats: Repeats) -> Row:
     """One forward matmul and one weight-gradient matmul over the whole training set."""
     x = jax.device_put(jnp.asarray(images.reshape(len(images), -1), jnp.float32) / 255, ctx.jax_device)
 
@@ -253,7 +342,7 @@ def bench_floor(case: str, ctx: Context, images: np.ndarray, params: dict, steps
 
 # ---- sweep: 1000 Iris models (10 seeds x 100 learning rates) --------------------------------
 
-def bench_sweep(ctx: Context, repeats: int, with_compile: bool) -> list[Row]:
+def bench_sweep(ctx: Context, repeats: Repeats) -> list[Row]:
     """funcgrad's one vmapped call against torch.func's vmap(grad) and a loop over models.
 
     The torch rows are extrapolated from a sample, stated in their notes: torch.func from
@@ -261,6 +350,9 @@ def bench_sweep(ctx: Context, repeats: int, with_compile: bool) -> list[Row]:
     ``TORCH_LOOP_SAMPLE_MODELS`` whole models trained as the seed trains one.
     """
     case, steps = "sweep-iris", iris_softmax.NUM_EPOCHS
+    # One funcgrad run takes about 30 s on 2 cores: five of them would double the whole
+    # benchmark, so every sweep row takes at most SWEEP_MIN_REPEATS repeats.
+    repeats = Repeats(min(repeats.minimum, SWEEP_MIN_REPEATS), repeats.min_time_s)
     iris = fg.iris_first_two_features()
     keys = jax.random.split(ctx.key(9), sweep_iris_example.NUM_SEEDS)
     params, rates = fg.sweep_grid(fg.init_many(iris_softmax.init_params, keys),
@@ -272,19 +364,25 @@ def bench_sweep(ctx: Context, repeats: int, with_compile: bool) -> list[Row]:
         case, steps,
         lambda: fg.fit_full_batch_sweep.lower(iris_softmax.loss_fn, optax.sgd, params, rates, batch,
                                               steps).compile(),
-        (params, rates, batch), repeats=1,
+        (params, rates, batch), repeats,
     )
     funcgrad_row.note = f"{num_models} models in one call"
     initial, learning_rates = fg.to_state_dict(params), np.asarray(rates)
 
-    def torch_func_sample():
-        sweep_iris_case.torch_side(ctx, iris, initial, learning_rates, num_epochs=TORCH_FUNC_SAMPLE_STEPS)
-        sync_torch(ctx.torch_device)
+    def torch_func_run(num_steps: int) -> Callable[[], None]:
+        def run():
+            sweep_iris_case.torch_side(ctx, iris, initial, learning_rates, num_epochs=num_steps)
+            sync_torch(ctx.torch_device)
+        return run
 
-    torch_func = time_torch(case, "torch-func", TORCH_FUNC_SAMPLE_STEPS, torch_func_sample, repeats=1)
-    torch_func.run_s *= steps / TORCH_FUNC_SAMPLE_STEPS
-    torch_func.steps = steps
-    torch_func.note = f"extrapolated from {TORCH_FUNC_SAMPLE_STEPS} steps of all {num_models} models"
+    # torch_side builds and stacks 1000 modules before its first step (about 0.5 s): timed
+    # once with one step and counted once, not extrapolated with the steps.
+    one_step = time_torch(case, "torch-func", 1, torch_func_run(1), repeats)
+    torch_func = time_torch(case, "torch-func", TORCH_FUNC_SAMPLE_STEPS,
+                            torch_func_run(TORCH_FUNC_SAMPLE_STEPS), repeats)
+    extrapolate_steps(torch_func, one_step.run_s, steps)
+    torch_func.note = (f"extrapolated from {TORCH_FUNC_SAMPLE_STEPS} steps of all {num_models} models,"
+                       " set-up counted once")
 
     def torch_loop_sample():
         for model in range(TORCH_LOOP_SAMPLE_MODELS):
@@ -292,14 +390,33 @@ def bench_sweep(ctx: Context, repeats: int, with_compile: bool) -> list[Row]:
             iris_softmax_case.torch_side(ctx, iris, one)
         sync_torch(ctx.torch_device)
 
-    torch_loop = time_torch(case, "torch-loop", steps, torch_loop_sample, repeats=1)
-    torch_loop.run_s *= num_models / TORCH_LOOP_SAMPLE_MODELS
+    torch_loop = time_torch(case, "torch-loop", steps, torch_loop_sample, repeats)
+    torch_loop.scale(num_models / TORCH_LOOP_SAMPLE_MODELS)
     torch_loop.note = f"extrapolated from {TORCH_LOOP_SAMPLE_MODELS} of {num_models} models, eager, one after another"
     return [funcgrad_row, torch_func, torch_loop]
 
 
-def bench_per_example_grads(ctx: Context, repeats: int, with_compile: bool) -> list[Row]:
-    """``vmap(grad)`` over one batch of 100 MNIST examples, against torch.func's recipe."""
+def extrapolate_steps(sample: Row, one_step_s: float, steps: int) -> None:
+    """Stretch a ``sample.steps``-step row to ``steps``, its one-step time (set-up) kept once.
+
+    Each of min / median / max: ``one_step_s + (t - one_step_s) * (steps - 1) / (sample.steps - 1)``.
+    """
+    factor = (steps - 1) / (sample.steps - 1)
+    sample.run_s, sample.run_min_s, sample.run_max_s = (
+        one_step_s + (t - one_step_s) * factor for t in (sample.run_s, sample.run_min_s, sample.run_max_s))
+    sample.steps = steps
+
+
+def bench_per_example_grads(ctx: Context, repeats: Repeats) -> list[Row]:
+    """``vmap(grad)`` over one batch of 100 MNIST examples, against torch.func's recipe.
+
+    Both sides time the same work: 100 uint8 images already in memory, scaled to [0, 1],
+    and one (W, b) gradient per example, 100 x (784 x 10 + 10) floats out. funcgrad times
+    one call of the compiled ``vmap(grad)``, ended with ``block_until_ready``; torch times
+    one call of ``vmap(grad(compute_loss))`` built beforehand. Neither side's timing holds
+    a numpy-to-tensor conversion, a first call, or the batch backward that the parity case
+    (``compare.cases.per_example_grads``) adds to check the mean of the gradients.
+    """
     case = "per-example-grads"
     data_name, data = ctx.mnist()
     count = per_example_case.NUM_EXAMPLES
@@ -308,20 +425,46 @@ def bench_per_example_grads(ctx: Context, repeats: int, with_compile: bool) -> l
     per_example = jax.jit(jax.vmap(jax.grad(per_example_case.loss_of_one_example), in_axes=(None, 0, 0)))
     inputs = jax.device_put((params, jnp.asarray(images), jnp.asarray(labels, jnp.int32)), ctx.jax_device)
     funcgrad_row = time_funcgrad(case, 1, lambda: per_example.lower(*inputs).compile(), inputs, repeats)
-    funcgrad_row.note = f"{count} examples of {data_name}"
-    initial = fg.to_state_dict(params)
+    funcgrad_row.note = f"{count} examples of {data_name}, one call"
+
+    torch_per_example = torch_per_example_grads(ctx, fg.to_state_dict(params))
+    images_t, labels_t = ctx.to_torch(images), ctx.to_torch(labels.astype(np.int64))
 
     def torch_func():
-        per_example_case.torch_side(ctx, images, labels, initial)
+        torch_per_example(images_t, labels_t)
         sync_torch(ctx.torch_device)
 
     torch_row = time_torch(case, "torch-func", 1, torch_func, repeats)
-    torch_row.note = "vmap(grad) as torch.func's per-sample-gradients recipe, plus one batch backward"
+    torch_row.note = "vmap(grad) as torch.func's per-sample-gradients recipe, one call"
     return [funcgrad_row, torch_row]
+
+
+def torch_per_example_grads(ctx: Context, initial: dict) -> Callable:
+    """torch.func's per-sample-gradients recipe, as ``compare.cases.per_example_grads`` runs it.
+
+        grads = torch_per_example_grads(ctx, fg.to_state_dict(params))(uint8_images, labels)
+
+    Returns ``{"W": (n, 784, 10), "b": (n, 10)}``; the images are scaled to [0, 1] inside,
+    as funcgrad's loss scales them.
+    """
+    params = {"W": ctx.to_torch(initial["W"]), "b": ctx.to_torch(initial["b"])}
+    num_pixels = params["W"].shape[0]
+
+    def compute_loss(params, image, label):
+        x = image.view(-1, num_pixels)
+        y = torch.matmul(x, params["W"]) + params["b"]
+        return F.cross_entropy(y, label.unsqueeze(0))
+
+    per_sample_grads = vmap(grad(compute_loss), in_dims=(None, 0, 0))
+
+    def run(images: torch.Tensor, labels: torch.Tensor) -> dict:
+        return per_sample_grads(params, images.to(params["W"].dtype).div(255), labels)
+    return run
 
 
 TORCH_FUNC_SAMPLE_STEPS = 200
 TORCH_LOOP_SAMPLE_MODELS = 2
+SWEEP_MIN_REPEATS = 3
 
 
 # ---- report ----------------------------------------------------------------------------
@@ -339,28 +482,78 @@ def add_ratios(rows: list[Row]) -> None:
 
 
 def format_table(rows: list[Row]) -> str:
-    header = ("case", "framework", "compile s", "run s", "per-step µs", "× funcgrad", "× floor", "note")
-    lines = [header]
+    """The rows as a Markdown table, as README's Speed section shows them, then their notes.
+
+        print(format_table(rows))
+    """
+    lines = ["| case | framework | compile s | run s (min / median / max) | µs / step | × funcgrad | × floor |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    notes, previous_case = [], None
     for r in rows:
-        lines.append((
-            r.case, r.framework, f"{r.compile_s:.3f}", f"{r.run_s:.4f}", f"{r.per_step_us:.1f}",
-            f"{r.ratio_to_funcgrad:.1f}" if r.ratio_to_funcgrad is not None else "",
-            f"{r.ratio_to_floor:.2f}" if r.ratio_to_floor is not None else "", r.note,
-        ))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = [" | ".join(cell.ljust(w) for cell, w in zip(line, widths)) for line in lines]
-    text.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(text)
+        title = case_title(r) if r.case != previous_case else ""
+        previous_case = r.case
+        spread = " / ".join(significant(t) for t in (r.run_min_s, r.run_s, r.run_max_s))
+        lines.append("| " + " | ".join((
+            title, r.framework, significant(r.compile_s) if r.compile_s else "", spread,
+            significant(r.per_step_us),
+            ratio_cell(r.ratio_to_funcgrad, r.framework == "funcgrad"),
+            ratio_cell(r.ratio_to_floor, r.framework == "floor"),
+        )) + " |")
+        if r.note:
+            notes.append(f"- {r.case}, {r.framework}: {r.note}")
+    return "\n".join(lines + [""] + notes)
+
+
+def case_title(row: Row) -> str:
+    return f"{row.case} ({significant(row.steps)} steps)" if row.steps > 1 else row.case
+
+
+def ratio_cell(ratio: float | None, is_reference: bool) -> str:
+    if ratio is None:
+        return ""
+    return "1" if is_reference else significant(ratio)
+
+
+def significant(x: float, digits: int = 3) -> str:
+    """``x`` to ``digits`` significant figures, thousands spaced as README writes them.
+
+        significant(0.037612) == "0.0376"; significant(3.6) == "3.60"; significant(3290.4) == "3 290"
+    """
+    if x == 0:
+        return "0"
+    if abs(x) >= 10 ** (digits - 1):
+        return f"{round(x):,}".replace(",", " ")
+    return f"{x:.{digits - 1 - math.floor(math.log10(abs(x)))}f}"
+
+
+def warn_if_busy(load_average: tuple[float, float, float]) -> None:
+    """Say so when other processes already keep a core busy.
+
+    Every row then slows down, the torch rows most (their OpenMP threads wait for cores;
+    see OMP_WAIT_POLICY above): on 2 cores under a load of 4, torch.func's per-example
+    gradients took 2-5 ms a call against 2 ms alone. The min / median / max show it.
+    """
+    one_minute = load_average[0]
+    if one_minute >= 0.5 * os.cpu_count():
+        print(f"WARNING: load average {one_minute:.2f} on {os.cpu_count()} cores before the first row: "
+              "other processes are running, and the torch rows will be slow and noisy.", file=sys.stderr)
 
 
 BENCHES = {
-    **{case.name: (lambda case: lambda ctx, repeats, with_compile:
-                   bench_full_batch(case, ctx, repeats, with_compile))(case)
-       for case in FULL_BATCH_CASES},
+    **{case.name: functools.partial(bench_full_batch, case) for case in FULL_BATCH_CASES},
     "mnist-softmax": bench_mnist,
     "sweep-iris": bench_sweep,
     "per-example-grads": bench_per_example_grads,
 }
+# Only these cases have a torch.compile row, so only they take ``with_compile``.
+TORCH_COMPILE_CASES = {case.name for case in FULL_BATCH_CASES} | {"mnist-softmax"}
+
+
+def run_bench(name: str, ctx: Context, repeats: Repeats, with_compile: bool) -> list[Row]:
+    """The rows of one case: ``run_bench("mnist-softmax", ctx, Repeats(), with_compile=False)``."""
+    if name in TORCH_COMPILE_CASES:
+        return BENCHES[name](ctx, repeats, with_compile)
+    return BENCHES[name](ctx, repeats)
 
 
 def main(argv=None) -> int:
@@ -369,11 +562,16 @@ def main(argv=None) -> int:
                         help=f"time only this case (repeatable): {', '.join(BENCHES)}")
     parser.add_argument("--skip-torch-compile", action="store_true",
                         help="leave out torch.compile (its compiles take tens of seconds on 2 cores)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per row (median reported)")
+    parser.add_argument("--repeats", type=int, default=MIN_REPEATS,
+                        help=f"at least this many timed repeats per row (default {MIN_REPEATS}; "
+                             f"sweep-iris takes at most {SWEEP_MIN_REPEATS})")
+    parser.add_argument("--min-time", type=float, default=MIN_TIME_S, metavar="S",
+                        help=f"and at least this many seconds of timed work per row (default {MIN_TIME_S})")
     parser.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
     parser.add_argument("--mnist-dir", metavar="DIR", help="real MNIST (else $FUNCGRAD_MNIST_DIR, else digits)")
     parser.add_argument("--json", metavar="PATH", help="write the rows and the environment here")
     args = parser.parse_args(argv)
+    repeats = Repeats(args.repeats, args.min_time)
 
     jax_device, torch_device = select_devices(args.device)
     precision = set_matmul_precision()
@@ -382,19 +580,27 @@ def main(argv=None) -> int:
                   mnist_dir=args.mnist_dir)
     environment = describe_environment(ctx)
     threads = {"cpu_count": os.cpu_count(), "torch_intra_op": torch.get_num_threads(),
-               "xla_cpu": "one intra-op thread per core (XLA's default)"}
+               "xla_cpu": "one intra-op thread per core (XLA's default)",
+               "omp_wait_policy": "torch loaded before compare.bench" if TORCH_LOADED_BEFORE
+               else os.environ["OMP_WAIT_POLICY"]}
     print(f"funcgrad benchmark on {environment['device']['name']}: {threads}")
+    load_at_start = os.getloadavg()
+    warn_if_busy(load_at_start)
+    print(f"Each row: one warm-up call, then at least {args.repeats} timed repeats and {args.min_time} s"
+          f" of timed work; calls under {MIN_REGION_S * 1e3:.0f} ms are timed in batches. Ratios use medians.\n")
 
     rows = []
     with jax.default_device(jax_device):
         for name in args.case or BENCHES:
-            rows.extend(BENCHES[name](ctx, args.repeats, not args.skip_torch_compile))
+            rows.extend(run_bench(name, ctx, repeats, not args.skip_torch_compile))
             print(f"{name}: done", file=sys.stderr)
     add_ratios(rows)
     print(format_table(rows))
     if args.json:
         report = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **environment,
                   "threads": threads, "matmul_precision": precision, "repeats": args.repeats,
+                  "min_time_s": args.min_time, "min_region_s": MIN_REGION_S,
+                  "load_average_1_5_15_min": {"start": load_at_start, "end": os.getloadavg()},
                   "rows": [dataclasses.asdict(r) | {"per_step_us": r.per_step_us} for r in rows]}
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

@@ -177,6 +177,8 @@ def smallest_caught(mutant: Mutant, dtype: str, ctx, reference, torch_runs) -> s
         if verdict(mutant, dtype, ctx, size, reference, torch_runs)["passed"]:
             return _size(mutant, smallest)
         smallest = size
+    if smallest == -1:
+        return "the last batch"
     return f"<= {_size(mutant, smallest)} (smallest tried)"
 
 
