@@ -101,12 +101,24 @@ def set_matmul_precision() -> dict[str, str]:
     }
 
 
+def _cpu_model() -> str:
+    """The CPU's model name where Linux tells it (``platform.processor()`` is often empty)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def describe_environment(context: Context) -> dict:
     """Versions and devices, for the JSON report."""
     packages = ["jax", "jaxlib", "optax", "torch", "numpy", "scikit-learn"]
     device_name = (
         torch.cuda.get_device_name(context.torch_device)
-        if context.torch_device.type == "cuda" else platform.processor() or platform.machine()
+        if context.torch_device.type == "cuda" else _cpu_model()
     )
     return {
         "versions": {"python": platform.python_version()}
