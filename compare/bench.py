@@ -28,14 +28,13 @@ import sys
 import time
 from typing import Callable
 
-# torch's OpenMP threads spin while they wait for work. With other jobs on the cores, a
-# spinning thread holds the core its partner needs and every parallel op waits: one call
-# of the per-example gradients took 2 ms alone and 40-56 ms beside another job, enough to
-# explain the README's 46.7x. Waiting passively (XLA's pool parks its threads too) kept it
-# at 2-3.5 ms under the same load. libgomp reads the variable once, when torch loads it;
-# set OMP_WAIT_POLICY=ACTIVE (or any value) yourself to time otherwise.
+# torch runs with its defaults: its OpenMP threads spin while they wait for work. On an
+# idle machine that is its fastest setting (OMP_WAIT_POLICY=PASSIVE made Iris's eager loop
+# 3x slower); beside other jobs a spinning thread holds the core its partner needs, and
+# one per-example-gradients call went from 2 ms to 40-56 ms, which explains an old 46.7x.
+# So time on an idle machine: warn_if_busy says when it is not, and the min / median / max
+# show it. libgomp reads OMP_WAIT_POLICY once, when torch loads; the JSON records it.
 TORCH_LOADED_BEFORE = "torch" in sys.modules
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import jax
 import jax.numpy as jnp
@@ -530,7 +529,7 @@ def warn_if_busy(load_average: tuple[float, float, float]) -> None:
     """Say so when other processes already keep a core busy.
 
     Every row then slows down, the torch rows most (their OpenMP threads wait for cores;
-    see OMP_WAIT_POLICY above): on 2 cores under a load of 4, torch.func's per-example
+    see the note on OMP_WAIT_POLICY at the top): on 2 cores under a load of 4, torch.func's per-example
     gradients took 2-5 ms a call against 2 ms alone. The min / median / max show it.
     """
     one_minute = load_average[0]
@@ -582,7 +581,7 @@ def main(argv=None) -> int:
     threads = {"cpu_count": os.cpu_count(), "torch_intra_op": torch.get_num_threads(),
                "xla_cpu": "one intra-op thread per core (XLA's default)",
                "omp_wait_policy": "torch loaded before compare.bench" if TORCH_LOADED_BEFORE
-               else os.environ["OMP_WAIT_POLICY"]}
+               else os.environ.get("OMP_WAIT_POLICY", "libgomp's default")}
     print(f"funcgrad benchmark on {environment['device']['name']}: {threads}")
     load_at_start = os.getloadavg()
     warn_if_busy(load_at_start)
