@@ -24,6 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import funcgrad as fg
+from compare.cases import CASES
+from compare.run import float64_reference, run_case
+from compare.runtime import Context, select_devices, set_matmul_precision
 from examples import iris_softmax, mnist_softmax, one_sample_logistic
 
 
@@ -145,9 +148,6 @@ def verdict(mutant: Mutant, dtype: str, ctx, size: float | None = None, referenc
     ``torch_runs``: a dict in which the case's PyTorch side is kept per dtype and reused, since
     a mutant changes only the JAX side.
     """
-    from compare.cases import CASES
-    from compare.run import run_case
-
     case = CASES[mutant.case]
     with contextlib.ExitStack() as stack:
         if torch_runs is not None:
@@ -187,9 +187,6 @@ def _size(mutant: Mutant, size: float) -> str:
 
 
 def main(argv=None) -> int:
-    from compare.run import float64_reference
-    from compare.runtime import Context, select_devices, set_matmul_precision
-
     parser = argparse.ArgumentParser(prog="python -m compare.mutants", description=__doc__.splitlines()[0])
     parser.add_argument("--mutant", action="append", choices=list(MUTANTS), metavar="NAME")
     parser.add_argument("--mnist-dir", metavar="DIR")
