@@ -28,9 +28,6 @@ from compare.run import run_in_dtypes
 from compare.runtime import Context, describe_environment, mnist_source, select_devices, set_matmul_precision
 from funcgrad import parity
 
-DETAIL_COLUMNS = ("quantity", "rule", "JAX", "PyTorch", "|jax-torch|", "jax→f64", "torch→f64",
-                  "× allowed", "first out", "pass")
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m compare", description=__doc__.splitlines()[0])
@@ -61,10 +58,10 @@ def case_line(entry: dict, dtypes: list[str]) -> str:
     """``iris-softmax   8   0.00x   0.27x  -   12.3 s  ok``: worst per dtype, divergence, time, verdict."""
     reports = [entry[dtype] for dtype in dtypes]
     cells = [f"{entry['name']:<22}", f"{len(reports[0]['quantities']):>3}"]
-    cells += [f"{_ratio(entry[dtype]['worst_band_ratio']):>15}" for dtype in dtypes]
+    cells += [f"{parity.format_ratio(entry[dtype]['worst_band_ratio']):>15}" for dtype in dtypes]
     divergences = [
         f"{report['dtype']}: {report['first_divergence']['quantity']} at step "
-        f"{report['first_divergence']['step']:,}".replace(",", " ")
+        + f"{report['first_divergence']['step']:,}".replace(",", " ")
         for report in reports if report["first_divergence"]
     ]
     failing = [f"{report['dtype']}: {q['name']}" for report in reports
@@ -75,28 +72,9 @@ def case_line(entry: dict, dtypes: list[str]) -> str:
     return "  ".join(cells)
 
 
-def _ratio(value: float) -> str:
-    return "inf" if not np.isfinite(value) else f"{value:.2f}x"
-
-
 def details_table(report: dict) -> str:
     """Every quantity of one case in one dtype, one row each."""
-    rows = [DETAIL_COLUMNS]
-    for q in report["quantities"]:
-        rows.append((
-            q["name"], q["rule"], q["jax"], q["torch"], f"{q['max_abs_err']:.2e}",
-            _optional(q["jax_ref_err"]), _optional(q["torch_ref_err"]), _ratio(q["band_ratio"]),
-            "-" if q["first_divergence"] is None else str(q["first_divergence"]),
-            "ok" if q["passed"] else "FAIL",
-        ))
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(DETAIL_COLUMNS))]
-    lines = [" | ".join(str(cell).ljust(w) for cell, w in zip(row, widths)) for row in rows]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
-    return f"{report['name']} ({report['dtype']})\n" + "\n".join(lines)
-
-
-def _optional(value) -> str:
-    return "-" if value is None else f"{value:.2e}"
+    return f"{report['name']} ({report['dtype']})\n" + parity.format_table(report["quantities"])
 
 
 def header(environment: dict, dtypes: list[str], mnist_dir: str | None) -> str:

@@ -60,7 +60,7 @@ def judge(name: str, ctx: Context, sides: Sides, reference: dict | None = None) 
         "first_divergence": (
             {"step": min(divergences)[0], "quantity": min(divergences)[1]} if divergences else None
         ),
-        "quantities": [dataclasses.asdict(q) for q in quantities],
+        "quantities": parity.to_json(quantities),
     }
 
 

@@ -1,64 +1,70 @@
-"""funcgrad: PyTorch's autograd and logistic-regression idioms as pure JAX functions.
+"""funcgrad: PyTorch's autograd and training idioms as pure JAX functions, and the verdict
+that proves a port computes what its original computes.
 
     import funcgrad as fg
     params = fg.linear_init(jax.random.key(0), 2, 3)           # nn.Linear(2, 3)
     loss_fn = lambda p, b: fg.cross_entropy(fg.linear_apply(p, b[0]), b[1])
-    optimizer = optax.sgd(0.01)
+    optimizer = fg.optim.sgd(0.01, momentum=0.9)               # torch.optim.SGD
     params, opt_state, losses = fg.fit_full_batch(loss_fn, optimizer, params, optimizer.init(params), (x, y), 10_000)
+
+The surface, by group:
+
+- core: layers (``linear_*``, ``mlp_*``, ``to/from_state_dict``), losses, metrics,
+  derivatives (``hvp``), training loops (``train_step``, ``fit_*``, ``loader_batches``),
+  and ``fg.optim`` (torch's optimizers and schedulers in Optax terms);
+- data: the tutorial datasets and MNIST;
+- parallel: data-parallel sharding, and many models at once (``sweep``);
+- parity: ``fg.parity`` (the verdict engine) and ``fg.porting`` (the assertion over two
+  training runs, re-exported here).
 """
 
+# core
+from funcgrad import optim
+from funcgrad.derivatives import hvp
+from funcgrad.losses import bce_with_logits, binary_cross_entropy, cross_entropy, mse_loss
+from funcgrad.metrics import accuracy, predict_classes
+from funcgrad.nn import from_state_dict, linear_apply, linear_init, mlp_apply, mlp_init, to_state_dict
+from funcgrad.train import (
+    EpochBatches,
+    NonFiniteLossError,
+    fit_epochs,
+    fit_full_batch,
+    fit_minibatches,
+    loader_batches,
+    shuffled_batch_indices,
+    train_step,
+)
+
+# data
 from funcgrad.data import (
     digits_as_mnist,
     gaussian_blobs,
     iris_first_two_features,
     linear_regression_data,
 )
-from funcgrad.derivatives import hvp
-from funcgrad.losses import bce_with_logits, binary_cross_entropy, cross_entropy, mse_loss
-from funcgrad.metrics import accuracy, predict_classes
 from funcgrad.mnist import MNIST_ENV_VAR, MnistError, download_mnist, load_mnist, mnist_cache_dir
-from funcgrad.nn import from_state_dict, linear_apply, linear_init, to_state_dict
+
+# parallel
 from funcgrad.parallel import batch_sharding, data_mesh, replicate, shard_batch_indices
 from funcgrad.sweep import fit_full_batch_sweep, init_many, sweep_grid
-from funcgrad.train import (
-    NonFiniteLossError,
-    fit_full_batch,
-    fit_minibatches,
-    shuffled_batch_indices,
-    train_step,
-)
+
+# parity
+from funcgrad import parity, porting
+from funcgrad.porting import ParityError, assert_same_run, assert_same_training, record_jax_run, record_torch_run
 
 __all__ = [
-    "MNIST_ENV_VAR",
-    "MnistError",
-    "NonFiniteLossError",
-    "accuracy",
-    "batch_sharding",
-    "bce_with_logits",
-    "binary_cross_entropy",
-    "cross_entropy",
-    "data_mesh",
-    "digits_as_mnist",
-    "download_mnist",
-    "fit_full_batch",
-    "fit_full_batch_sweep",
-    "fit_minibatches",
-    "from_state_dict",
-    "gaussian_blobs",
-    "hvp",
-    "init_many",
-    "iris_first_two_features",
-    "linear_apply",
-    "linear_init",
-    "linear_regression_data",
-    "load_mnist",
-    "mnist_cache_dir",
-    "mse_loss",
-    "predict_classes",
-    "replicate",
-    "shard_batch_indices",
-    "shuffled_batch_indices",
-    "sweep_grid",
-    "to_state_dict",
-    "train_step",
+    # core
+    "optim", "hvp", "bce_with_logits", "binary_cross_entropy", "cross_entropy", "mse_loss",
+    "accuracy", "predict_classes", "from_state_dict", "linear_apply", "linear_init", "mlp_apply",
+    "mlp_init", "to_state_dict", "EpochBatches", "NonFiniteLossError", "fit_epochs",
+    "fit_full_batch", "fit_minibatches", "loader_batches", "shuffled_batch_indices", "train_step",
+    # data
+    "digits_as_mnist", "gaussian_blobs", "iris_first_two_features", "linear_regression_data",
+    "MNIST_ENV_VAR", "MnistError", "download_mnist", "load_mnist", "mnist_cache_dir",
+    # parallel
+    "batch_sharding", "data_mesh", "replicate", "shard_batch_indices", "fit_full_batch_sweep",
+    "init_many", "sweep_grid",
+    # parity
+    "parity", "porting", "ParityError", "assert_same_run", "assert_same_training",
+    "record_jax_run", "record_torch_run",
 ]

@@ -67,7 +67,8 @@ def check_in_unit_interval(what: str, x, name: str) -> None:
         raise ValueError(f"{what}: {name} must lie in [0, 1], found {outside.flat[0]}")
 
 
-def check_class_labels(what: str, labels, num_classes: int) -> None:
+def check_class_labels(what: str, labels, num_classes: int, ignore_index: int | None = None) -> None:
+    """Integer labels in ``0..num_classes-1`` (or equal to ``ignore_index``, when given)."""
     if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
         raise TypeError(
             f"{what}: labels must be integer class indices, got dtype "
@@ -76,9 +77,10 @@ def check_class_labels(what: str, labels, num_classes: int) -> None:
     if not is_concrete(labels):
         return
     values = np.asarray(labels)
-    outside = values[(values < 0) | (values >= num_classes)]
+    outside = values[((values < 0) | (values >= num_classes)) & (values != ignore_index)]
     if outside.size:
+        ignored = "" if ignore_index is None else f", or ignore_index {ignore_index}"
         raise ValueError(
             f"{what}: label {outside.flat[0]} is out of range for {num_classes} classes "
-            f"(valid: 0..{num_classes - 1})"
+            f"(valid: 0..{num_classes - 1}{ignored})"
         )

@@ -2,13 +2,12 @@
 
 Everything the seeds draw at random is drawn here from an explicit seed, so the JAX port
 and its PyTorch twin can start from the same arrays. MNIST lives in :mod:`funcgrad.mnist`.
+scikit-learn, which holds the bundled sets, is imported on first use, not with funcgrad.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import load_digits, load_iris
-from sklearn.model_selection import train_test_split
 
 
 def iris_first_two_features(dtype=np.float32) -> dict[str, np.ndarray]:
@@ -21,6 +20,9 @@ def iris_first_two_features(dtype=np.float32) -> dict[str, np.ndarray]:
     >>> iris["x_train"].shape, iris["x_test"].shape
     ((120, 2), (30, 2))
     """
+    from sklearn.datasets import load_iris
+    from sklearn.model_selection import train_test_split
+
     iris = load_iris()
     x_train, x_test, y_train, y_test = train_test_split(
         iris.data, iris.target, test_size=0.2, random_state=42
@@ -75,6 +77,7 @@ def digits_as_mnist(num_train: int = 1500) -> dict[str, np.ndarray]:
     >>> digits["train_images"].shape, digits["test_images"].shape
     ((1500, 8, 8), (297, 8, 8))
     """
+    from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()

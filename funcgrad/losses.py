@@ -105,14 +105,33 @@ def bce_with_logits(logits: jax.Array, targets: jax.Array, reduction: str = "mea
     return _reduce(what, optax.sigmoid_binary_cross_entropy(logits, targets), reduction)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, reduction: str = "mean") -> jax.Array:
+def cross_entropy(
+    logits: jax.Array,
+    labels: jax.Array,
+    reduction: str = "mean",
+    *,
+    weight: jax.Array | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+) -> jax.Array:
     """Softmax cross-entropy with integer class labels, as ``nn.CrossEntropyLoss()``.
 
-    ``logits`` is ``(N, C)``, ``labels`` is ``(N,)`` of ints in ``0..C-1``. A label out
-    of range raises (torch raises too; a plain gather would clamp it silently).
+    ``logits`` is ``(N, C)``, ``labels`` is ``(N,)`` of ints in ``0..C-1`` or
+    ``ignore_index``. torch's keyword arguments mean what they mean there:
+
+    - ``weight`` ``(C,)``: sample ``i`` counts ``weight[labels[i]]`` times, and ``"mean"``
+      divides by the summed weights of the kept labels, not by N;
+    - ``ignore_index`` (default -100): those samples add 0 and leave the mean's
+      denominator (all ignored gives NaN, 0/0, as in torch);
+    - ``label_smoothing`` ε in [0, 1]: ``(1 - ε) * nll + ε / C * smooth``, where ``smooth``
+      is ``-Σ_c weight[c] log p_c``, reduced over the kept samples the same way.
+
+    Any other label out of range raises (torch raises too; a plain gather would clamp it
+    silently). Probability targets (torch's float ``target``) are not supported.
 
     >>> cross_entropy(jnp.array([[2.0, 0.0, -1.0]]), jnp.array([0]))
     Array(0.16984..., dtype=float32)
+    >>> cross_entropy(logits, labels, weight=jnp.array([1.0, 2.0, 0.5]), label_smoothing=0.1)
     """
     what = "cross_entropy"
     if jnp.ndim(logits) < 1 or jnp.shape(labels) != jnp.shape(logits)[:-1]:
@@ -121,12 +140,49 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, reduction: str = "mean")
             f"labels must have the logits' shape without the class axis, "
             f"{jnp.shape(logits)[:-1]}"
         )
+    num_classes = jnp.shape(logits)[-1]
     _checks.check_float_input(what, logits, "logits")
-    _checks.check_class_labels(what, labels, jnp.shape(logits)[-1])
+    _checks.check_class_labels(what, labels, num_classes, ignore_index)
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{what}: reduction must be one of {list(_REDUCTIONS)}, got {reduction!r}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{what}: label_smoothing must lie in [0, 1], got {label_smoothing}")
+    if weight is not None:
+        if jnp.shape(weight) != (num_classes,):
+            raise ValueError(
+                f"{what}: weight has shape {jnp.shape(weight)}; it needs one entry per class, "
+                f"({num_classes},)"
+            )
+        _checks.check_float_input(what, weight, "weight")
     # torch's form: pick the label from log_softmax, which stays shifted by the max logit.
     # optax (0.2.8) returns logsumexp(logits) - logits[label]: at logits (1e4, 1e4) the
     # normaliser 1e4 + log 2 is rounded to float32's spacing at 1e4 (1e-3) before the
     # subtraction, giving 0.69336 for log 2 = 0.69315.
     log_probs = jax.nn.log_softmax(logits, axis=-1)
-    picked = jnp.take_along_axis(log_probs, jnp.expand_dims(labels, -1), axis=-1)
-    return _reduce(what, -jnp.squeeze(picked, -1), reduction)
+    kept = labels != ignore_index
+    safe_labels = jnp.where(kept, labels, 0)
+    picked = jnp.squeeze(jnp.take_along_axis(log_probs, jnp.expand_dims(safe_labels, -1), axis=-1), -1)
+    sample_weight = kept.astype(log_probs.dtype) if weight is None else jnp.where(
+        kept, jnp.asarray(weight, log_probs.dtype)[safe_labels], 0.0)
+    nll = -picked * sample_weight
+    loss = _reduce_as_torch(nll, sample_weight, kept, reduction, plain_mean=weight is None)
+    if label_smoothing == 0.0:
+        return loss
+    class_weighted = log_probs if weight is None else log_probs * jnp.asarray(weight, log_probs.dtype)
+    smooth = jnp.where(kept, -jnp.sum(class_weighted, axis=-1), 0.0)
+    smooth = _reduce_as_torch(smooth, sample_weight, kept, reduction, plain_mean=weight is None)
+    return (1 - label_smoothing) * loss + smooth * (label_smoothing / num_classes)
+
+
+def _reduce_as_torch(values, sample_weight, kept, reduction, plain_mean):
+    """``nll_loss``'s reductions: ``"mean"`` divides by the kept samples' summed weights.
+
+    Without class weights and with nothing ignored this is the plain mean (which is how
+    the unweighted case stays bit-identical to ``jnp.mean``)."""
+    if reduction == "none":
+        return values
+    if reduction == "sum":
+        return jnp.sum(values)
+    if plain_mean:
+        return jnp.sum(values) / jnp.sum(kept)
+    return jnp.sum(values) / jnp.sum(sample_weight)

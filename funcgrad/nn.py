@@ -48,6 +48,36 @@ def linear_apply(params: Params, x: jax.Array) -> jax.Array:
     return x @ weight.T + params["bias"]
 
 
+def mlp_init(key: jax.Array, sizes: tuple[int, ...], dtype=jnp.float32) -> dict[str, Params]:
+    """``nn.Sequential(Linear(sizes[0], sizes[1]), ReLU(), Linear(sizes[1], sizes[2]), ...)``'s
+    default initial parameters, keyed as its ``state_dict`` is: ``"0"``, ``"2"``, ``"4"``...
+    (the activations hold no parameters but take the odd indices).
+
+    >>> params = mlp_init(jax.random.key(0), (784, 128, 10))
+    >>> sorted(to_state_dict(params))
+    ['0.bias', '0.weight', '2.bias', '2.weight']
+    """
+    if len(sizes) < 2:
+        raise ValueError(f"mlp_init: sizes needs at least an input and an output size, got {sizes}")
+    keys = jax.random.split(key, len(sizes) - 1)
+    return {
+        str(2 * i): linear_init(layer_key, fan_in, fan_out, dtype)
+        for i, (layer_key, fan_in, fan_out) in enumerate(zip(keys, sizes[:-1], sizes[1:]))
+    }
+
+
+def mlp_apply(params: dict[str, Params], x: jax.Array, activation=jax.nn.relu) -> jax.Array:
+    """The ``nn.Sequential`` of :func:`mlp_init`'s forward pass: Linear, activation, ..., Linear.
+
+    >>> mlp_apply(mlp_init(jax.random.key(0), (784, 128, 10)), jnp.ones((5, 784))).shape
+    (5, 10)
+    """
+    layers = sorted(params, key=int)
+    for name in layers[:-1]:
+        x = activation(linear_apply(params[name], x))
+    return linear_apply(params[layers[-1]], x)
+
+
 def to_state_dict(params) -> dict[str, np.ndarray]:
     """Flatten a params pytree of nested dicts into torch's ``state_dict`` form.
 

@@ -142,13 +142,14 @@ def flatten(results: Mapping, prefix: str = "") -> dict:
     return flat
 
 
-def _unwrap(value):
+def unwrap(value):
+    """The array inside an :class:`Exact`, :class:`Logits` or :class:`History` (else ``value``)."""
     return value.value if isinstance(value, (Exact, Logits, History)) else value
 
 
 def _compare(name, jax_value, torch_value, dtype, reference) -> Quantity:
-    a, b = np.asarray(_unwrap(jax_value)), np.asarray(_unwrap(torch_value))
-    ref = None if reference is None else np.asarray(_unwrap(reference), np.float64)
+    a, b = np.asarray(unwrap(jax_value)), np.asarray(unwrap(torch_value))
+    ref = None if reference is None else np.asarray(unwrap(reference), np.float64)
     if isinstance(jax_value, Exact) or isinstance(torch_value, Exact):
         return _compare_exact(name, a, b)
     if isinstance(jax_value, Logits):
@@ -205,7 +206,7 @@ def band_per_step(jax_history, torch_history, reference, step_axis: int = 0) -> 
     >>> band = band_per_step(jax_losses, torch_losses, torch_float64_losses)
     >>> first_out = np.flatnonzero(band["jax_err"] > band["allowed"])[:1]
     """
-    a, b, ref = (np.asarray(_unwrap(v), np.float64) for v in (jax_history, torch_history, reference))
+    a, b, ref = (np.asarray(unwrap(v), np.float64) for v in (jax_history, torch_history, reference))
     band = _band(_per_step(_abs_diff(a, ref), step_axis), _per_step(_abs_diff(b, ref), step_axis),
                  _per_step(np.abs(np.nan_to_num(ref)), step_axis), is_history=True)
     return {key: band[key] for key in ("jax_err", "torch_err", "allowed")} | {
@@ -347,3 +348,42 @@ def format_failures(rows: list[Quantity]) -> str:
         + (f"; {q.note}" if q.note else "")
         for q in rows if not q.passed
     )
+
+
+TABLE_COLUMNS = ("quantity", "rule", "JAX", "PyTorch", "|jax-torch|", "jax→f64", "torch→f64",
+                 "× allowed", "first out", "pass")
+
+
+def format_table(rows: list) -> str:
+    """The verdicts side by side, one line per quantity: both values, ``|jax - torch|``, each
+    side's distance to the float64 reference, the error as a multiple of what its rule
+    allows, the first step out of band. ``rows``: :class:`Quantity` or their JSON dicts.
+
+    >>> print(format_table(compare_results(jax_results, torch_results, np.float64)))
+    """
+    table = [TABLE_COLUMNS]
+    for q in (row if isinstance(row, Mapping) else dataclasses.asdict(row) for row in rows):
+        table.append((
+            q["name"], q["rule"], q["jax"], q["torch"], f"{q['max_abs_err']:.2e}",
+            _optional(q["jax_ref_err"]), _optional(q["torch_ref_err"]), format_ratio(q["band_ratio"]),
+            "-" if q["first_divergence"] is None else str(q["first_divergence"]),
+            "ok" if q["passed"] else "FAIL",
+        ))
+    widths = [max(len(str(line[i])) for line in table) for i in range(len(TABLE_COLUMNS))]
+    lines = [" | ".join(str(cell).ljust(w) for cell, w in zip(line, widths)) for line in table]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def to_json(rows: list[Quantity]) -> list[dict]:
+    """The verdicts as JSON-ready dicts: ``json.dump(to_json(rows), f, default=float)``."""
+    return [dataclasses.asdict(row) for row in rows]
+
+
+def format_ratio(value: float) -> str:
+    """A band ratio as ``0.27x`` (``inf`` when nothing was allowed)."""
+    return "inf" if not np.isfinite(value) else f"{value:.2f}x"
+
+
+def _optional(value) -> str:
+    return "-" if value is None else f"{value:.2e}"

@@ -8,7 +8,7 @@ pytree of arrays (for example ``(x, y)``). Gradients are return values, so there
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -137,26 +137,131 @@ def _fit_minibatches(
 
 
 def shuffled_batch_indices(
-    key: jax.Array, num_examples: int, batch_size: int, num_epochs: int = 1
+    key: jax.Array, num_examples: int, batch_size: int, num_epochs: int = 1, drop_last: bool = False
 ) -> np.ndarray:
     """One fresh permutation per epoch, cut into batches: ``(num_epochs * n // bs, bs)``.
 
-    The explicit twin of ``DataLoader(shuffle=True)``; hand the same array to torch to
-    feed it the same batches. ``batch_size`` must divide ``num_examples`` so that every
-    step has the same shape inside the compiled loop.
+    The explicit twin of ``DataLoader(shuffle=True)`` when every batch is full; hand the
+    same array to torch to feed it the same batches. When ``batch_size`` does not divide
+    ``num_examples``, torch's ``drop_last=True`` is ``drop_last=True`` here; its default
+    (keep the short batch) is :func:`loader_batches` with :func:`fit_epochs`.
 
     >>> shuffled_batch_indices(jax.random.key(0), 6, 2).shape
     (3, 2)
     """
-    if batch_size <= 0 or num_examples % batch_size:
+    batches = loader_batches(key, num_examples, batch_size, num_epochs, drop_last=drop_last)
+    if batches.last.shape[1]:
         raise ValueError(
             f"shuffled_batch_indices: batch_size {batch_size} does not divide the "
-            f"{num_examples} examples; pick a divisor or drop "
-            f"{num_examples % batch_size if batch_size > 0 else num_examples} examples first"
+            f"{num_examples} examples, so every epoch ends with a short batch of "
+            f"{batches.last.shape[1]}: pass drop_last=True to drop it, or keep it with "
+            f"loader_batches(...) and fit_epochs(...) (DataLoader's default)"
+        )
+    return batches.full.reshape(-1, batch_size)
+
+
+class EpochBatches(NamedTuple):
+    """A ``DataLoader``'s batches as index arrays: ``full`` is ``(epochs, num_full, batch_size)``,
+    ``last`` the short final batch of each epoch, ``(epochs, remainder)`` (``remainder`` is
+    0 when the batch size divides the data or with ``drop_last``)."""
+
+    full: np.ndarray
+    last: np.ndarray
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.full.shape[1] + (self.last.shape[1] > 0)
+
+    def epoch(self, index: int) -> list[np.ndarray]:
+        """Epoch ``index``'s batches in order, as a torch loop meets them."""
+        return list(self.full[index]) + ([self.last[index]] if self.last.shape[1] else [])
+
+    def permutation(self, index: int) -> np.ndarray:
+        """Epoch ``index``'s order of examples (a ``DataLoader``'s ``sampler``), without any
+        dropped tail."""
+        return np.concatenate([self.full[index].ravel(), self.last[index]])
+
+
+def loader_batches(
+    key: jax.Array, num_examples: int, batch_size: int, num_epochs: int = 1, drop_last: bool = False
+) -> EpochBatches:
+    """``DataLoader(dataset, batch_size, shuffle=True, drop_last)`` over ``num_epochs``: a fresh
+    permutation each epoch, cut into ``batch_size`` batches, the short tail kept (torch's
+    default) or dropped. Train on them with :func:`fit_epochs`; feed torch the same order
+    with ``DataLoader(dataset, batch_size, sampler=batches.permutation(epoch).tolist(),
+    drop_last=drop_last)`` each epoch.
+
+    >>> batches = loader_batches(jax.random.key(0), 60_000, 64, num_epochs=2)
+    >>> batches.full.shape, batches.last.shape, batches.steps_per_epoch
+    ((2, 937, 64), (2, 32), 938)
+    """
+    if batch_size <= 0 or num_epochs <= 0 or num_examples <= 0:
+        raise ValueError(
+            f"loader_batches: num_examples, batch_size and num_epochs must be positive, got "
+            f"{num_examples}, {batch_size}, {num_epochs}"
         )
     epoch_keys = jax.random.split(key, num_epochs)
-    orders = [np.asarray(jax.random.permutation(k, num_examples)) for k in epoch_keys]
-    return np.concatenate(orders).astype(np.int32).reshape(-1, batch_size)
+    orders = np.stack([np.asarray(jax.random.permutation(k, num_examples)) for k in epoch_keys])
+    orders = orders.astype(np.int32)
+    num_full = num_examples // batch_size
+    cut = num_full * batch_size
+    full = orders[:, :cut].reshape(num_epochs, num_full, batch_size)
+    last = orders[:, cut:cut] if drop_last else orders[:, cut:]
+    return EpochBatches(full, last)
+
+
+def fit_epochs(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    params: Params,
+    opt_state: optax.OptState,
+    data: Batch,
+    batches: EpochBatches,
+) -> tuple[Params, optax.OptState, jax.Array]:
+    """Every epoch of :func:`loader_batches` in one compiled loop; the loss of every step, in
+    the order a torch loop prints them (each epoch's full batches, then its short one).
+
+    One compilation serves all the epochs: the full batches and the short one each keep
+    their shape from epoch to epoch. Checked like :func:`fit_minibatches`.
+
+    >>> batches = loader_batches(jax.random.key(0), len(labels), 64, num_epochs=2)
+    >>> params, opt_state, losses = fit_epochs(loss_fn, opt, params, opt.init(params), (images, labels), batches)
+    >>> losses.shape
+    (1876,)
+    """
+    _check_inputs("fit_epochs", params, data)
+    if batches.full.ndim != 3 or batches.last.ndim != 2:
+        raise ValueError(
+            f"fit_epochs: batches must be loader_batches(...)'s (epochs, steps, batch) and "
+            f"(epochs, remainder) arrays, got shapes {batches.full.shape} and {batches.last.shape}"
+        )
+    _check_index_range("fit_epochs", data, np.concatenate([batches.full.ravel(), batches.last.ravel()]))
+    result = _fit_epochs(loss_fn, optimizer, params, opt_state, data, batches.full, batches.last)
+    _check_losses("fit_epochs", result[-1])
+    return result
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "optimizer"))
+def _fit_epochs(loss_fn, optimizer, params, opt_state, data, full, last):
+    """The compiled loop behind :func:`fit_epochs` (no checks): a scan over epochs, each a
+    scan over its full batches and then one step on its short batch, when there is one."""
+
+    def step(carry, indices):
+        params, opt_state = carry
+        batch = jax.tree.map(lambda leaf: leaf[indices], data)
+        params, opt_state, loss = train_step(loss_fn, optimizer, params, opt_state, batch)
+        return (params, opt_state), loss
+
+    def epoch(carry, epoch_batches):
+        epoch_full, epoch_last = epoch_batches
+        carry, losses = jax.lax.scan(step, carry, epoch_full)
+        if epoch_last.shape[0]:
+            carry, last_loss = step(carry, epoch_last)
+            losses = jnp.concatenate([losses, last_loss[None]])
+        return carry, losses
+
+    (params, opt_state), losses = jax.lax.scan(epoch, (params, opt_state), (full, last))
+    return params, opt_state, losses.reshape(-1)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -178,18 +283,22 @@ def _check_inputs(what: str, params: Params, data: Batch) -> None:
 
 
 def _check_batch_indices(data: Batch, batch_indices) -> None:
-    num_examples = len(jax.tree.leaves(data)[0])
     if jnp.ndim(batch_indices) != 2:
         raise ValueError(
             f"fit_minibatches: batch_indices must be (num_steps, batch_size), got shape "
             f"{jnp.shape(batch_indices)}"
         )
+    _check_index_range("fit_minibatches", data, batch_indices)
+
+
+def _check_index_range(what: str, data: Batch, batch_indices) -> None:
+    num_examples = len(jax.tree.leaves(data)[0])
     if _checks.is_concrete(batch_indices):
         indices = np.asarray(batch_indices)
         if indices.size and (indices.min() < 0 or indices.max() >= num_examples):
             bad = indices[(indices < 0) | (indices >= num_examples)].flat[0]
             raise ValueError(
-                f"fit_minibatches: batch index {bad} is out of range for {num_examples} examples"
+                f"{what}: batch index {bad} is out of range for {num_examples} examples"
             )
 
 

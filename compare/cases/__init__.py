@@ -16,6 +16,7 @@ from compare.cases import (
     mnist_softmax,
     one_sample_logistic,
     sweep_iris,
+    torch_optimizers,
     vjp_and_stop_gradient,
 )
 
@@ -35,5 +36,6 @@ CASES = {
         newton_logistic,
         per_example_grads,
         data_parallel_mnist,
+        torch_optimizers,
     )
 }
