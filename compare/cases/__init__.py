@@ -13,6 +13,8 @@ from compare.cases import (
     grad_poly_trig,
     iris_softmax,
     linear_regression,
+    mnist_batch_64,
+    mnist_mlp,
     mnist_softmax,
     one_sample_logistic,
     sweep_iris,
@@ -37,5 +39,7 @@ CASES = {
         per_example_grads,
         data_parallel_mnist,
         torch_optimizers,
+        mnist_batch_64,
+        mnist_mlp,
     )
 }
