@@ -162,27 +162,29 @@ def cross_entropy(
     kept = labels != ignore_index
     safe_labels = jnp.where(kept, labels, 0)
     picked = jnp.squeeze(jnp.take_along_axis(log_probs, jnp.expand_dims(safe_labels, -1), axis=-1), -1)
-    sample_weight = kept.astype(log_probs.dtype) if weight is None else jnp.where(
-        kept, jnp.asarray(weight, log_probs.dtype)[safe_labels], 0.0)
-    nll = -picked * sample_weight
-    loss = _reduce_as_torch(nll, sample_weight, kept, reduction, plain_mean=weight is None)
+    class_weight = None if weight is None else jnp.asarray(weight, log_probs.dtype)
+    sample_weight = kept.astype(log_probs.dtype) if weight is None else jnp.where(kept, class_weight[safe_labels], 0.0)
+    # Masked with where, not a product: an ignored sample passes no gradient at all (torch's
+    # backward skips it), not 0 * inf = NaN when every sample is ignored.
+    nll = jnp.where(kept, -picked if weight is None else -picked * sample_weight, 0.0)
+    loss = _reduce_as_torch(nll, sample_weight, reduction)
     if label_smoothing == 0.0:
         return loss
-    class_weighted = log_probs if weight is None else log_probs * jnp.asarray(weight, log_probs.dtype)
+    class_weighted = log_probs if weight is None else log_probs * class_weight
     smooth = jnp.where(kept, -jnp.sum(class_weighted, axis=-1), 0.0)
-    smooth = _reduce_as_torch(smooth, sample_weight, kept, reduction, plain_mean=weight is None)
+    smooth = _reduce_as_torch(smooth, sample_weight, reduction)
     return (1 - label_smoothing) * loss + smooth * (label_smoothing / num_classes)
 
 
-def _reduce_as_torch(values, sample_weight, kept, reduction, plain_mean):
+def _reduce_as_torch(values, sample_weight, reduction):
     """``nll_loss``'s reductions: ``"mean"`` divides by the kept samples' summed weights.
 
-    Without class weights and with nothing ignored this is the plain mean (which is how
-    the unweighted case stays bit-identical to ``jnp.mean``)."""
+    With nothing kept the mean is 0/0: NaN, as in torch, while the gradient stays 0 (as
+    torch's, which only visits kept samples), not the 0/0 of differentiating a division."""
     if reduction == "none":
         return values
     if reduction == "sum":
         return jnp.sum(values)
-    if plain_mean:
-        return jnp.sum(values) / jnp.sum(kept)
-    return jnp.sum(values) / jnp.sum(sample_weight)
+    total = jnp.sum(sample_weight)
+    empty = total == 0
+    return jnp.sum(values) / jnp.where(empty, 1.0, total) + jax.lax.stop_gradient(jnp.where(empty, jnp.nan, 0.0))

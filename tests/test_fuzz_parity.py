@@ -101,25 +101,43 @@ def test_elementwise_losses_and_gradients_match_torch(case):
 
 @st.composite
 def cross_entropy_inputs(draw):
+    """Logits, labels (some at torch's ignore_index -100), and nn.CrossEntropyLoss's options."""
     dtype = draw(DTYPES)
     num_examples, num_classes = draw(st.sampled_from([(1, 2), (4, 3), (8, 6)]))
     values = st.one_of(floats(-100.0, 100.0, dtype), st.sampled_from(EXTREME))
     logits = draw(arrays(dtype, (num_examples, num_classes), elements=values))
-    labels = draw(arrays(np.int64, (num_examples,), elements=st.integers(0, num_classes - 1)))
-    return logits, labels, dtype, draw(REDUCTIONS)
+    label_values = st.integers(0, num_classes - 1)
+    if draw(st.booleans()):
+        label_values = st.one_of(label_values, st.just(-100))
+    labels = draw(arrays(np.int64, (num_examples,), elements=label_values))
+    weight = draw(st.one_of(st.none(), arrays(dtype, (num_classes,), elements=floats(0.125, 8.0, dtype))))
+    label_smoothing = draw(st.sampled_from([0.0, 0.0, 0.1, 0.5, 1.0]))
+    return logits, labels, dtype, draw(REDUCTIONS), weight, label_smoothing
+
+
+@functools.partial(jax.jit, static_argnames=("reduction", "label_smoothing"))
+def cross_entropy_value_and_grad(logits, labels, weight, reduction, label_smoothing):
+    def loss(logits):
+        return fg.cross_entropy(logits, labels, reduction, weight=weight, label_smoothing=label_smoothing)
+    return loss(logits), jax.grad(lambda x: jnp.sum(loss(x)))(logits)
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(cross_entropy_inputs())
 # Equal huge logits: optax's logsumexp - logit form loses log 2 to float32 rounding at 1e4.
-@example((np.array([[1e4, 1e4]], np.float32), np.array([0]), np.float32, "mean"))
+@example((np.array([[1e4, 1e4]], np.float32), np.array([0]), np.float32, "mean", None, 0.0))
+# Every label ignored: the mean is 0/0, NaN in both, as are its gradients.
+@example((np.array([[1.0, 2.0]], np.float64), np.array([-100]), np.float64, "mean", None, 0.1))
 def test_cross_entropy_and_gradient_match_torch(case):
-    logits, labels, dtype, reduction = case
+    logits, labels, dtype, reduction, weight, label_smoothing = case
     with jax.enable_x64(dtype == np.float64):
-        value, (grad,) = value_and_grads(fg.cross_entropy, logits, labels, reduction, argnums=(0,))
-    torch_value, (torch_grad,) = torch_value_and_grads(F.cross_entropy, logits, labels, reduction=reduction)
+        value, grad = cross_entropy_value_and_grad(logits, labels, weight, reduction, label_smoothing)
+    torch_logits = torch.tensor(logits, requires_grad=True)
+    torch_value = F.cross_entropy(torch_logits, torch.tensor(labels), reduction=reduction, label_smoothing=label_smoothing,
+                                  weight=None if weight is None else torch.tensor(weight))
+    torch_value.sum().backward()
     assert_matches_torch(value, torch_value, dtype)
-    assert_matches_torch(grad, torch_grad, dtype)
+    assert_matches_torch(grad, torch_logits.grad, dtype)
 
 
 def linear_cross_entropy(params, batch):

@@ -150,3 +150,37 @@ def test_from_state_dict_reads_a_torch_modules_state_dict():
     params = fg.from_state_dict({name: value.numpy() for name, value in model.state_dict().items()})
     np.testing.assert_array_equal(params["linear"]["weight"], model.linear.weight.detach().numpy())
     np.testing.assert_array_equal(params["linear"]["bias"], model.linear.bias.detach().numpy())
+
+
+def torch_mlp(sizes, dtype):
+    layers = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers[:-1]).to(to_torch(np.zeros(1, dtype)).dtype)
+
+
+def test_mlp_init_has_sequentials_keys_shapes_and_bounds():
+    params = fg.mlp_init(jax.random.key(0), (784, 128, 10))
+    theirs = torch_mlp((784, 128, 10), np.float32).state_dict()
+    ours = fg.to_state_dict(params)
+    assert {k: v.shape for k, v in ours.items()} == {k: tuple(v.shape) for k, v in theirs.items()}
+    for layer, fan_in in (("0", 784), ("2", 128)):
+        assert np.abs(ours[f"{layer}.weight"]).max() <= 1 / math.sqrt(fan_in)
+
+
+@DTYPES
+def test_mlp_state_dict_round_trip_through_torch_keeps_the_function(dtype):
+    with jax_precision(dtype):
+        params = jax.tree.map(lambda p: p.astype(dtype), fg.mlp_init(jax.random.key(1), (6, 5, 4, 3)))
+        x = np.random.default_rng(0).standard_normal((8, 6)).astype(dtype)
+        model = torch_mlp((6, 5, 4, 3), dtype)
+        model.load_state_dict({k: to_torch(v) for k, v in fg.to_state_dict(params).items()}, strict=True)
+        back = fg.from_state_dict({k: v.detach().numpy() for k, v in model.state_dict().items()})
+        np.testing.assert_allclose(fg.mlp_apply(params, x), model(to_torch(x)).detach().numpy(), **TOLERANCES[dtype])
+        chex_equal = jax.tree.map(lambda a, b: np.array_equal(a, b), params, back)
+    assert all(jax.tree.leaves(chex_equal))
+
+
+def test_mlp_init_refuses_a_single_size():
+    with pytest.raises(ValueError, match="at least an input and an output size"):
+        fg.mlp_init(jax.random.key(0), (784,))
