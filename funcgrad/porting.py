@@ -135,7 +135,8 @@ def assert_same_training(
 def _failure_message(dtype: str, failed: list[parity.Quantity]) -> str:
     diverging = sorted((row.first_divergence, row.name) for row in failed if row.first_divergence is not None)
     first = f"; first divergence: {diverging[0][1]} at step {diverging[0][0]}" if diverging else ""
-    return (f"{len(failed)} quantit{'y' if len(failed) == 1 else 'ies'} differ in {dtype}{first}\n"
+    count = "1 quantity differs" if len(failed) == 1 else f"{len(failed)} quantities differ"
+    return (f"{count} in {dtype}{first}\n"
             + parity.format_failures(failed))
 
 

@@ -8,6 +8,13 @@ import jax
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
+
+# CI draws the same fuzz examples every run (a finding there must reproduce); locally each
+# run explores new ones, and a failure is replayed from hypothesis's example database.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 import funcgrad as fg
 from compare.run import run_in_dtypes

@@ -88,3 +88,9 @@ def test_chunked_epoch_with_progress_bar_equals_one_compiled_epoch():
         params, data["train_images"], data["train_labels"], order, progress=True)
     np.testing.assert_array_equal(whole_losses, chunked_losses)
     np.testing.assert_array_equal(whole["W"], chunked["W"])
+
+
+def test_port_your_model_proves_its_port(capsys):
+    runpy.run_path(str(REPO_ROOT / "examples" / "port_your_model.py"), run_name="__main__")
+    printed = capsys.readouterr().out
+    assert "float64: all 5 quantities agree" in printed and "float32: all 5 quantities agree" in printed

@@ -15,7 +15,7 @@ CORE_CASES = [
     "grad-mean", "grad-poly-trig", "vjp-and-stop-gradient", "iris-softmax",
     "linear-regression", "binary-logistic", "mnist-softmax", "one-sample-logistic",
 ]
-MNIST_CASES = {"mnist-softmax", "per-example-grads", "data-parallel-mnist"}
+MNIST_CASES = {"mnist-softmax", "per-example-grads", "data-parallel-mnist", "mnist-batch-64", "mnist-mlp"}
 
 
 def reports(name, request=None) -> dict:
