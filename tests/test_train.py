@@ -179,11 +179,16 @@ def test_shuffled_batch_indices_is_a_function_of_its_key():
     assert not np.array_equal(first, fg.shuffled_batch_indices(jax.random.key(6), 50, 10, num_epochs=2))
 
 
-@pytest.mark.parametrize("batch_size", [3, 4, 0])
+@pytest.mark.parametrize("batch_size", [3, 4])
 def test_shuffled_batch_indices_names_both_numbers_when_batches_would_be_ragged(batch_size):
     message = f"batch_size {batch_size} does not divide the 10 examples"
     with pytest.raises(ValueError, match=re.escape(message)):
         fg.shuffled_batch_indices(jax.random.key(0), 10, batch_size)
+
+
+def test_shuffled_batch_indices_refuses_a_batch_of_zero():
+    with pytest.raises(ValueError, match="must be positive, got 10, 0, 1"):
+        fg.shuffled_batch_indices(jax.random.key(0), 10, 0)
 
 
 def test_a_loss_that_becomes_nan_stops_the_run_with_its_step():
