@@ -167,24 +167,24 @@ def cross_entropy(
     # Masked with where, not a product: an ignored sample passes no gradient at all (torch's
     # backward skips it), not 0 * inf = NaN when every sample is ignored.
     nll = jnp.where(kept, -picked if weight is None else -picked * sample_weight, 0.0)
-    loss = _reduce_as_torch(nll, sample_weight, reduction)
+    loss = _reduce_as_torch(nll, kept, sample_weight if weight is not None else None, reduction)
     if label_smoothing == 0.0:
         return loss
     class_weighted = log_probs if weight is None else log_probs * class_weight
     smooth = jnp.where(kept, -jnp.sum(class_weighted, axis=-1), 0.0)
-    smooth = _reduce_as_torch(smooth, sample_weight, reduction)
+    smooth = _reduce_as_torch(smooth, kept, sample_weight if weight is not None else None, reduction)
     return (1 - label_smoothing) * loss + smooth * (label_smoothing / num_classes)
 
 
-def _reduce_as_torch(values, sample_weight, reduction):
-    """``nll_loss``'s reductions: ``"mean"`` divides by the kept samples' summed weights.
-
-    With nothing kept the mean is 0/0: NaN, as in torch, while the gradient stays 0 (as
-    torch's, which only visits kept samples), not the 0/0 of differentiating a division."""
+def _reduce_as_torch(values, kept, sample_weight, reduction):
+    """``nll_loss``'s reductions: ``"mean"`` divides by the kept samples' summed weights
+    (their count, unweighted). With nothing kept it is 0/0, NaN as in torch; the gradient
+    stays 0 there, as torch's, since ignored samples are masked with ``where``."""
     if reduction == "none":
         return values
     if reduction == "sum":
         return jnp.sum(values)
-    total = jnp.sum(sample_weight)
-    empty = total == 0
-    return jnp.sum(values) / jnp.where(empty, 1.0, total) + jax.lax.stop_gradient(jnp.where(empty, jnp.nan, 0.0))
+    if sample_weight is None:
+        # jnp.mean times N / kept: exactly jnp.mean (value and gradient) when nothing is ignored.
+        return jnp.mean(values) * (values.size / jnp.sum(kept))
+    return jnp.sum(values) / jnp.sum(sample_weight)
