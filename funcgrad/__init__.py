@@ -20,6 +20,7 @@ The surface, by group:
 
 # core
 from funcgrad import optim
+from funcgrad.types import Batch, LossFn, Params
 from funcgrad.derivatives import hvp
 from funcgrad.losses import bce_with_logits, binary_cross_entropy, cross_entropy, mse_loss
 from funcgrad.metrics import accuracy, predict_classes
@@ -54,7 +55,7 @@ from funcgrad.porting import ParityError, assert_same_run, assert_same_training,
 
 __all__ = [
     # core
-    "optim", "hvp", "bce_with_logits", "binary_cross_entropy", "cross_entropy", "mse_loss",
+    "optim", "Batch", "LossFn", "Params", "hvp", "bce_with_logits", "binary_cross_entropy", "cross_entropy", "mse_loss",
     "accuracy", "predict_classes", "from_state_dict", "linear_apply", "linear_init", "mlp_apply",
     "mlp_init", "to_state_dict", "EpochBatches", "NonFiniteLossError", "fit_epochs",
     "fit_full_batch", "fit_minibatches", "loader_batches", "shuffled_batch_indices", "train_step",

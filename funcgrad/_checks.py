@@ -1,4 +1,5 @@
-"""Boundary checks shared by the public functions: shapes, dtypes and label ranges.
+"""Every boundary check of the public functions, in one place: shapes, dtypes, label and
+index ranges, non-finite values, and the error a run raises when its loss turns NaN.
 
 Shapes and dtypes are static, so they are checked even while tracing under ``jit``.
 Values are only checked when they are concrete (outside ``jit``): inside a compiled
@@ -44,14 +45,21 @@ def check_float_input(what: str, x, name: str) -> None:
     check_finite(what, x, name)
 
 
+def first_nonfinite(values: np.ndarray) -> int | None:
+    """The flat index of the first NaN or inf in ``values``, or None."""
+    bad = ~np.isfinite(values)
+    return int(np.argmax(bad)) if bad.any() else None
+
+
 def check_finite(what: str, x, name: str) -> None:
     """NaN or inf in a concrete array is an error naming how many and where the first is."""
     if not is_concrete(x):
         return
     values = np.asarray(x)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        first = np.unravel_index(np.argmax(bad), values.shape) if values.ndim else ()
+    index = first_nonfinite(values)
+    if index is not None:
+        bad = ~np.isfinite(values)
+        first = np.unravel_index(index, values.shape) if values.ndim else ()
         raise ValueError(
             f"{what}: {name} holds {int(bad.sum())} non-finite value(s); the first is "
             f"{values[first]} at index {tuple(int(i) for i in first)}"
@@ -84,3 +92,79 @@ def check_class_labels(what: str, labels, num_classes: int, ignore_index: int | 
             f"{what}: label {outside.flat[0]} is out of range for {num_classes} classes "
             f"(valid: 0..{num_classes - 1}{ignored})"
         )
+
+
+def check_labels_match_logits(what: str, logits, labels) -> None:
+    """``labels`` has the shape of ``logits`` without its last (class) axis."""
+    if jnp.ndim(logits) < 1 or jnp.shape(labels) != jnp.shape(logits)[:-1]:
+        raise ValueError(
+            f"{what}: logits have shape {jnp.shape(logits)} and labels {jnp.shape(labels)}; "
+            f"labels must have the logits' shape without the class axis, "
+            f"{jnp.shape(logits)[:-1]}"
+        )
+
+
+def check_params_and_data(what: str, params, data) -> None:
+    """Every float leaf of the params and the data is free of NaN and inf (when concrete)."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path({"params": params, "batch": data}):
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            check_finite(what, leaf, jax.tree_util.keystr(path))
+
+
+def check_batch_indices(what: str, data, batch_indices) -> None:
+    """``(num_steps, batch_size)`` indices, each within the data's length."""
+    if jnp.ndim(batch_indices) != 2:
+        raise ValueError(
+            f"{what}: batch_indices must be (num_steps, batch_size), got shape "
+            f"{jnp.shape(batch_indices)}"
+        )
+    check_index_range(what, data, batch_indices)
+
+
+def check_index_range(what: str, data, batch_indices) -> None:
+    """Every (concrete) index lies within the length of the data's first leaf."""
+    num_examples = len(jax.tree.leaves(data)[0])
+    if is_concrete(batch_indices):
+        indices = np.asarray(batch_indices)
+        if indices.size and (indices.min() < 0 or indices.max() >= num_examples):
+            bad = indices[(indices < 0) | (indices >= num_examples)].flat[0]
+            raise ValueError(f"{what}: batch index {bad} is out of range for {num_examples} examples")
+
+
+def check_like_params(what: str, params, vector) -> None:
+    """``vector`` is a pytree of the structure and leaf shapes of ``params``."""
+    if jax.tree.structure(params) != jax.tree.structure(vector):
+        raise ValueError(
+            f"{what}: vector has structure {jax.tree.structure(vector)} but params has "
+            f"{jax.tree.structure(params)}; give vector the structure of params"
+        )
+    for (path, p), v in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(vector)):
+        if jnp.shape(p) != jnp.shape(v):
+            leaf = jax.tree_util.keystr(path)
+            raise ValueError(
+                f"{what}: vector{leaf} has shape {jnp.shape(v)} but params{leaf} has shape "
+                f"{jnp.shape(p)}; each leaf of vector must have its param's shape"
+            )
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training run's loss became NaN or inf; ``step`` is the first such step (0-based)."""
+
+    def __init__(self, what: str, step: int, num_steps: int, loss: float, last_finite: float | None):
+        self.step = step
+        before = f"; the loss before it was {last_finite:.6g}" if last_finite is not None else ""
+        super().__init__(
+            f"{what}: the loss became {loss} at step {step} of {num_steps}{before}. The run "
+            f"is reported, not continued: lower the learning rate or check the data"
+        )
+
+
+def check_losses(what: str, losses) -> None:
+    """A run's losses (when concrete) are finite; else :class:`NonFiniteLossError` at the first bad step."""
+    if not is_concrete(losses):
+        return
+    values = np.asarray(losses)
+    step = first_nonfinite(values)
+    if step is not None:
+        last_finite = float(values[step - 1]) if step else None
+        raise NonFiniteLossError(what, step, len(values), float(values[step]), last_finite)

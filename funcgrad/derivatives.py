@@ -8,12 +8,12 @@ Its other functions map onto JAX directly: ``jacobian`` is ``jax.jacrev`` (or
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
-import jax.numpy as jnp
 
-Params = Any
+from funcgrad import _checks
+from funcgrad.types import Params
 
 
 def hvp(f: Callable[[Params], jax.Array], params: Params, vector: Params) -> Params:
@@ -28,20 +28,5 @@ def hvp(f: Callable[[Params], jax.Array], params: Params, vector: Params) -> Par
     >>> hvp(f, jnp.array([1.0, 2.0]), jnp.array([1.0, 1.0]))
     Array([ 6., 12.], dtype=float32)
     """
-    _check_like_params(params, vector)
+    _checks.check_like_params("hvp", params, vector)
     return jax.jvp(jax.grad(f), (params,), (vector,))[1]
-
-
-def _check_like_params(params: Params, vector: Params) -> None:
-    if jax.tree.structure(params) != jax.tree.structure(vector):
-        raise ValueError(
-            f"hvp: vector has structure {jax.tree.structure(vector)} but params has "
-            f"{jax.tree.structure(params)}; give vector the structure of params"
-        )
-    for (path, p), v in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(vector)):
-        if jnp.shape(p) != jnp.shape(v):
-            leaf = jax.tree_util.keystr(path)
-            raise ValueError(
-                f"hvp: vector{leaf} has shape {jnp.shape(v)} but params{leaf} has shape "
-                f"{jnp.shape(p)}; each leaf of vector must have its param's shape"
-            )

@@ -134,12 +134,7 @@ def cross_entropy(
     >>> cross_entropy(logits, labels, weight=jnp.array([1.0, 2.0, 0.5]), label_smoothing=0.1)
     """
     what = "cross_entropy"
-    if jnp.ndim(logits) < 1 or jnp.shape(labels) != jnp.shape(logits)[:-1]:
-        raise ValueError(
-            f"{what}: logits have shape {jnp.shape(logits)} and labels {jnp.shape(labels)}; "
-            f"labels must have the logits' shape without the class axis, "
-            f"{jnp.shape(logits)[:-1]}"
-        )
+    _checks.check_labels_match_logits(what, logits, labels)
     num_classes = jnp.shape(logits)[-1]
     _checks.check_float_input(what, logits, "logits")
     _checks.check_class_labels(what, labels, num_classes, ignore_index)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from funcgrad import _checks
+
 
 def predict_classes(logits: jax.Array) -> jax.Array:
     """Index of the largest logit per row, as ``logits.argmax(dim=1)`` (first index on ties).
@@ -21,9 +23,5 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     >>> accuracy(jnp.array([[0.1, 2.0], [3.0, 1.0]]), jnp.array([1, 1]))
     Array(0.5, dtype=float32)
     """
-    if jnp.shape(labels) != jnp.shape(logits)[:-1]:
-        raise ValueError(
-            f"accuracy: logits have shape {jnp.shape(logits)} and labels {jnp.shape(labels)}; "
-            f"labels must have shape {jnp.shape(logits)[:-1]}"
-        )
+    _checks.check_labels_match_logits("accuracy", logits, labels)
     return jnp.mean(predict_classes(logits) == labels, dtype=jnp.result_type(float))

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-Params = dict[str, jax.Array]
+from funcgrad.types import Params
 
 
 def linear_init(
@@ -48,7 +48,7 @@ def linear_apply(params: Params, x: jax.Array) -> jax.Array:
     return x @ weight.T + params["bias"]
 
 
-def mlp_init(key: jax.Array, sizes: tuple[int, ...], dtype=jnp.float32) -> dict[str, Params]:
+def mlp_init(key: jax.Array, sizes: tuple[int, ...], dtype=jnp.float32) -> Params:
     """``nn.Sequential(Linear(sizes[0], sizes[1]), ReLU(), Linear(sizes[1], sizes[2]), ...)``'s
     default initial parameters, keyed as its ``state_dict`` is: ``"0"``, ``"2"``, ``"4"``...
     (the activations hold no parameters but take the odd indices).
@@ -66,7 +66,7 @@ def mlp_init(key: jax.Array, sizes: tuple[int, ...], dtype=jnp.float32) -> dict[
     }
 
 
-def mlp_apply(params: dict[str, Params], x: jax.Array, activation=jax.nn.relu) -> jax.Array:
+def mlp_apply(params: Params, x: jax.Array, activation=jax.nn.relu) -> jax.Array:
     """The ``nn.Sequential`` of :func:`mlp_init`'s forward pass: Linear, activation, ..., Linear.
 
     >>> mlp_apply(mlp_init(jax.random.key(0), (784, 128, 10)), jnp.ones((5, 784))).shape

@@ -9,9 +9,9 @@ building blocks chained in torch's order, plus what Optax lacks or computes othe
   except on the first step, where torch sets ``buf = g``);
 - **Adam's bias corrections in float32**: torch computes ``1 - β^t`` in Python floats
   (double); ``optax.scale_by_adam`` in the parameters' dtype, where ``1 - 0.999^t``
-  cancels: at t = 1 it is off by 1.3e-5 relative in float32. Over 150 steps of the
-  torch-optimizers case that put ``optax.adam`` 16x further from the float64 run than
-  torch's own float32 run, outside the error model. :func:`scale_by_torch_adam`
+  cancels: at t = 1 it is off by 1.3e-5 relative in float32. In the torch-optimizers
+  case that put ``optax.adam``'s parameters 14x further from the float64 run than torch's
+  own float32 run (6.2e-6 against 4.6e-7), out of the error model's band from step 6. :func:`scale_by_torch_adam`
   computes ``-expm1(t log β)``, accurate to float32's last bits;
 - **torch's AMSGrad**: torch keeps the running maximum of the *raw* second moment and
   bias-corrects after; ``optax.amsgrad`` bias-corrects first, ``max(v_t / (1 - β2^t))``,

@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from funcgrad.train import Batch, LossFn, Params, fit_full_batch
+from funcgrad.train import fit_full_batch
+from funcgrad.types import Batch, LossFn, Params
 
 OptimizerFactory = Callable[..., optax.GradientTransformation]
 

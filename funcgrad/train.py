@@ -8,7 +8,7 @@ pytree of arrays (for example ``(x, y)``). Gradients are return values, so there
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -16,10 +16,11 @@ import numpy as np
 import optax
 
 from funcgrad import _checks
+from funcgrad._checks import NonFiniteLossError
+from funcgrad.types import Batch, LossFn, Params
 
-Params = Any
-Batch = Any
-LossFn = Callable[[Params, Batch], jax.Array]
+__all__ = ["EpochBatches", "NonFiniteLossError", "fit_epochs", "fit_full_batch", "fit_minibatches",
+           "loader_batches", "shuffled_batch_indices", "train_step"]
 
 
 def train_step(
@@ -62,9 +63,9 @@ def fit_full_batch(
     >>> losses.shape
     (10000,)
     """
-    _check_inputs("fit_full_batch", params, batch)
+    _checks.check_params_and_data("fit_full_batch", params, batch)
     result = _fit_full_batch(loss_fn, optimizer, params, opt_state, batch, num_steps)
-    _check_losses("fit_full_batch", result[-1])
+    _checks.check_losses("fit_full_batch", result[-1])
     return result
 
 
@@ -108,10 +109,10 @@ def fit_minibatches(
     >>> opt = optax.sgd(0.1)
     >>> params, opt_state, losses = fit_minibatches(loss_fn, opt, params, opt.init(params), (images, labels), order)
     """
-    _check_inputs("fit_minibatches", params, data)
-    _check_batch_indices(data, batch_indices)
+    _checks.check_params_and_data("fit_minibatches", params, data)
+    _checks.check_batch_indices("fit_minibatches", data, batch_indices)
     result = _fit_minibatches(loss_fn, optimizer, params, opt_state, data, batch_indices)
-    _check_losses("fit_minibatches", result[-1])
+    _checks.check_losses("fit_minibatches", result[-1])
     return result
 
 
@@ -229,15 +230,15 @@ def fit_epochs(
     >>> losses.shape
     (1876,)
     """
-    _check_inputs("fit_epochs", params, data)
+    _checks.check_params_and_data("fit_epochs", params, data)
     if batches.full.ndim != 3 or batches.last.ndim != 2:
         raise ValueError(
             f"fit_epochs: batches must be loader_batches(...)'s (epochs, steps, batch) and "
             f"(epochs, remainder) arrays, got shapes {batches.full.shape} and {batches.last.shape}"
         )
-    _check_index_range("fit_epochs", data, np.concatenate([batches.full.ravel(), batches.last.ravel()]))
+    _checks.check_index_range("fit_epochs", data, np.concatenate([batches.full.ravel(), batches.last.ravel()]))
     result = _fit_epochs(loss_fn, optimizer, params, opt_state, data, batches.full, batches.last)
-    _check_losses("fit_epochs", result[-1])
+    _checks.check_losses("fit_epochs", result[-1])
     return result
 
 
@@ -262,52 +263,3 @@ def _fit_epochs(loss_fn, optimizer, params, opt_state, data, full, last):
 
     (params, opt_state), losses = jax.lax.scan(epoch, (params, opt_state), (full, last))
     return params, opt_state, losses.reshape(-1)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A training run's loss became NaN or inf; ``step`` is the first such step (0-based)."""
-
-    def __init__(self, what: str, step: int, num_steps: int, loss: float, last_finite: float | None):
-        self.step = step
-        before = f"; the loss before it was {last_finite:.6g}" if last_finite is not None else ""
-        super().__init__(
-            f"{what}: the loss became {loss} at step {step} of {num_steps}{before}. The run "
-            f"is reported, not continued: lower the learning rate or check the data"
-        )
-
-
-def _check_inputs(what: str, params: Params, data: Batch) -> None:
-    for path, leaf in jax.tree_util.tree_leaves_with_path({"params": params, "batch": data}):
-        if jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
-            _checks.check_finite(what, leaf, jax.tree_util.keystr(path))
-
-
-def _check_batch_indices(data: Batch, batch_indices) -> None:
-    if jnp.ndim(batch_indices) != 2:
-        raise ValueError(
-            f"fit_minibatches: batch_indices must be (num_steps, batch_size), got shape "
-            f"{jnp.shape(batch_indices)}"
-        )
-    _check_index_range("fit_minibatches", data, batch_indices)
-
-
-def _check_index_range(what: str, data: Batch, batch_indices) -> None:
-    num_examples = len(jax.tree.leaves(data)[0])
-    if _checks.is_concrete(batch_indices):
-        indices = np.asarray(batch_indices)
-        if indices.size and (indices.min() < 0 or indices.max() >= num_examples):
-            bad = indices[(indices < 0) | (indices >= num_examples)].flat[0]
-            raise ValueError(
-                f"{what}: batch index {bad} is out of range for {num_examples} examples"
-            )
-
-
-def _check_losses(what: str, losses: jax.Array) -> None:
-    if not _checks.is_concrete(losses):
-        return
-    values = np.asarray(losses)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        step = int(np.argmax(bad))
-        last_finite = float(values[step - 1]) if step else None
-        raise NonFiniteLossError(what, step, len(values), float(values[step]), last_finite)
