@@ -50,8 +50,8 @@ from compare.runtime import Context, describe_environment, select_devices, set_m
 from compare.cases import iris_softmax as iris_softmax_case
 from compare.cases import per_example_grads as per_example_case
 from compare.cases import sweep_iris as sweep_iris_case
-from examples import binary_logistic, iris_softmax, linear_regression, mnist_softmax
-from examples import sweep_iris as sweep_iris_example
+from funcgrad.tutorials import binary_logistic, iris_softmax, linear_regression, mnist_softmax
+from funcgrad.tutorials import sweep_iris as sweep_iris_example
 
 
 # The public functions check their inputs and losses outside the compiled loop; under jit

@@ -27,7 +27,7 @@ import funcgrad as fg
 from compare.cases import CASES
 from compare.run import float64_reference, run_case
 from compare.runtime import Context, select_devices, set_matmul_precision
-from examples import iris_softmax, mnist_softmax, one_sample_logistic
+from funcgrad.tutorials import iris_softmax, mnist_softmax, one_sample_logistic
 
 
 @dataclasses.dataclass(frozen=True)

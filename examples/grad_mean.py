@@ -5,16 +5,8 @@ function itself: ``jax.grad(f)(x)`` is the value of ``x.grad`` after ``f(x).back
 """
 
 import jax
-import jax.numpy as jnp
 
-
-def mean_of_double(x: jax.Array) -> jax.Array:
-    return jnp.mean(x * 2)
-
-
-def grad_mean_of_double(x: jax.Array) -> jax.Array:
-    """d/dx mean(2x) = 2/n for every element."""
-    return jax.grad(mean_of_double)(x)
+from funcgrad.tutorials.grad_mean import grad_mean_of_double
 
 
 def main() -> None:

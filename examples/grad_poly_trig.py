@@ -4,17 +4,9 @@
 ``jax.value_and_grad(f, argnums=(0, 1))``.
 """
 
-import jax
 import jax.numpy as jnp
 
-
-def poly_trig(x: jax.Array, y: jax.Array) -> jax.Array:
-    return x**3 * y**2 + jnp.sin(x) * jnp.cos(y)
-
-
-def value_and_partials(x: jax.Array, y: jax.Array):
-    """Return ``(z, (dz/dx, dz/dy))``."""
-    return jax.value_and_grad(poly_trig, argnums=(0, 1))(x, y)
+from funcgrad.tutorials.grad_poly_trig import value_and_partials
 
 
 def main() -> None:

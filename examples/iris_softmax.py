@@ -9,38 +9,10 @@ The seed's Python loop of zero_grad/backward/step becomes one ``lax.scan`` compi
 import argparse
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 import funcgrad as fg
-
-NUM_EPOCHS = 10_000
-LEARNING_RATE = 0.01
-
-
-def init_params(key: jax.Array) -> dict:
-    """The seed's ``LogisticRegression(2, 3)``: one ``linear`` layer, keys as its state_dict."""
-    return {"linear": fg.linear_init(key, 2, 3)}
-
-
-def logits(params: dict, x: jax.Array) -> jax.Array:
-    return fg.linear_apply(params["linear"], x)
-
-
-def loss_fn(params: dict, batch) -> jax.Array:
-    x, y = batch
-    return fg.cross_entropy(logits(params, x), y)
-
-
-def train(params: dict, x_train, y_train, num_epochs: int = NUM_EPOCHS, lr: float = LEARNING_RATE):
-    """Full-batch SGD; return the trained params and the loss of every epoch."""
-    optimizer = optax.sgd(lr)
-    batch = (jnp.asarray(x_train), jnp.asarray(y_train, dtype=jnp.int32))
-    params, _, losses = fg.fit_full_batch(
-        loss_fn, optimizer, params, optimizer.init(params), batch, num_epochs
-    )
-    return params, losses
+from funcgrad.tutorials.iris_softmax import NUM_EPOCHS, init_params, logits, train
 
 
 def plot_decision_boundary(params: dict, x, y, path: str) -> None:

@@ -5,28 +5,9 @@
 """
 
 import jax
-import jax.numpy as jnp
-import optax
 
 import funcgrad as fg
-
-NUM_STEPS = 300
-LEARNING_RATE = 0.1
-
-
-def loss_fn(params: dict, batch) -> jax.Array:
-    x, y = batch
-    return fg.mse_loss(fg.linear_apply(params, x), y)
-
-
-def train(params: dict, x, y, num_steps: int = NUM_STEPS, lr: float = LEARNING_RATE):
-    """Full-batch SGD; return the trained params and the loss of every step."""
-    optimizer = optax.sgd(lr)
-    batch = (jnp.asarray(x), jnp.asarray(y))
-    params, _, losses = fg.fit_full_batch(
-        loss_fn, optimizer, params, optimizer.init(params), batch, num_steps
-    )
-    return params, losses
+from funcgrad.tutorials.linear_regression import NUM_STEPS, loss_fn, train
 
 
 def main() -> None:

@@ -8,58 +8,16 @@ batches of 100. The images stay uint8 on the device and each batch is converted 
 """
 
 import argparse
-import math
 import os
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 from tqdm import tqdm
 
 import funcgrad as fg
+from funcgrad.tutorials.mnist_softmax import BATCH_SIZE, init_params, logits, train_epoch
 
-BATCH_SIZE = 100
-LEARNING_RATE = 0.1
-PROGRESS_CHUNKS = 10
-
-
-def init_params(key: jax.Array, num_pixels: int = 784, num_classes: int = 10, dtype=jnp.float32):
-    """The seed's ``W = torch.randn(784, 10) / np.sqrt(784)`` and ``b = torch.zeros(10)``."""
-    weights = jax.random.normal(key, (num_pixels, num_classes), dtype) / math.sqrt(num_pixels)
-    return {"W": weights, "b": jnp.zeros(num_classes, dtype)}
-
-
-def logits(params: dict, images: jax.Array) -> jax.Array:
-    """``images.view(-1, 784) @ W + b`` on uint8 images scaled to [0, 1]."""
-    x = images.reshape(images.shape[0], -1).astype(params["W"].dtype) / 255
-    return x @ params["W"] + params["b"]
-
-
-def loss_fn(params: dict, batch) -> jax.Array:
-    images, labels = batch
-    return fg.cross_entropy(logits(params, images), labels)
-
-
-def train_epoch(params: dict, images, labels, batch_indices, lr=LEARNING_RATE, progress=False):
-    """One epoch over ``batch_indices`` (``(num_batches, batch_size)``).
-
-    With ``progress`` the epoch runs as consecutive compiled chunks under a tqdm bar;
-    the result is the same as one compiled call. Returns params and the loss per batch.
-    """
-    optimizer = optax.sgd(lr)
-    opt_state = optimizer.init(params)
-    data = (jnp.asarray(images), jnp.asarray(labels, dtype=jnp.int32))
-    chunks = np.array_split(batch_indices, PROGRESS_CHUNKS) if progress else [batch_indices]
-    losses = []
-    with tqdm(total=len(batch_indices), unit="batch", disable=not progress) as bar:
-        for chunk in chunks:
-            params, opt_state, chunk_losses = fg.fit_minibatches(
-                loss_fn, optimizer, params, opt_state, data, chunk
-            )
-            losses.append(chunk_losses)
-            bar.update(len(chunk))
-    return params, jnp.concatenate(losses)
+PROGRESS_CHUNKS = 10  # compiled calls, one progress-bar update each
 
 
 def load_data(mnist_dir: str | None):
@@ -85,7 +43,9 @@ def main() -> None:
     params = init_params(init_key, num_pixels)
     order = fg.shuffled_batch_indices(order_key, len(data["train_labels"]), BATCH_SIZE)
 
-    params, _ = train_epoch(params, data["train_images"], data["train_labels"], order, progress=True)
+    with tqdm(total=len(order), unit="batch") as bar:
+        params, _ = train_epoch(params, data["train_images"], data["train_labels"], order,
+                                num_chunks=PROGRESS_CHUNKS, on_chunk=bar.update)
     test_logits = logits(params, jnp.asarray(data["test_images"]))
     test_accuracy = fg.accuracy(test_logits, jnp.asarray(data["test_labels"], jnp.int32))
     print(f"Test accuracy ({name}): {test_accuracy}")

@@ -5,38 +5,17 @@ initial weights and learning rate, compiled once: ``vmap`` trains all of them to
 The best rate of each seed is picked on its final training loss, so the test set stays
 unseen until the accuracy is reported.
 
-    python -m examples.sweep_iris --plot sweep_iris_accuracy.png
+    python examples/sweep_iris.py --plot sweep_iris_accuracy.png
 """
 
 import argparse
-import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 import funcgrad as fg
-from examples import iris_softmax as port
-
-NUM_SEEDS = 10
-LEARNING_RATES = np.logspace(-3, 0, 100)
-
-
-def compile_and_train(keys, learning_rates, x_train, y_train, num_epochs: int):
-    """Every seed with every rate; return flat params and losses and the compile/run seconds."""
-    params, rates = fg.sweep_grid(fg.init_many(port.init_params, keys), learning_rates)
-    batch = (jnp.asarray(x_train), jnp.asarray(y_train, jnp.int32))
-    start = time.perf_counter()
-    train = fg.fit_full_batch_sweep.lower(port.loss_fn, optax.sgd, params, rates, batch, num_epochs).compile()
-    compiled = time.perf_counter()
-    params, losses = jax.block_until_ready(train(params, rates, batch))
-    return params, losses, compiled - start, time.perf_counter() - compiled
-
-
-def accuracy_of_each_model(stacked_params, x, y) -> jax.Array:
-    """Accuracy of every stacked model on ``(x, y)``."""
-    return jax.vmap(lambda params: fg.accuracy(port.logits(params, x), y))(stacked_params)
+from funcgrad.tutorials import iris_softmax as port
+from funcgrad.tutorials.sweep_iris import LEARNING_RATES, NUM_SEEDS, accuracy_of_each_model, compile_and_train
 
 
 def plot_accuracy_vs_rate(learning_rates, accuracies, num_epochs: int, path: str) -> None:

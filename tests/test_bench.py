@@ -15,7 +15,7 @@ import pytest
 import funcgrad as fg
 from compare import bench
 from compare.cases import per_example_grads as per_example_case
-from examples import mnist_softmax
+from funcgrad.tutorials import mnist_softmax
 from tests.conftest import cpu_context
 
 # Enough to run every code path, short enough for a test: the minimum repeats still hold.

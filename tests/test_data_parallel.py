@@ -21,7 +21,7 @@ import funcgrad as fg
 from funcgrad import parity
 from compare.cases import data_parallel_mnist
 from compare.run import run_case
-from examples import mnist_softmax as port
+from funcgrad.tutorials import mnist_softmax as tutorial
 from tests.conftest import REPO_ROOT, case_reports, cpu_context, failures
 
 NUM_DEVICES = 8
@@ -32,8 +32,8 @@ BATCH_SIZE = 80
 
 def train_and_evaluate(params, data, order) -> tuple[dict, dict]:
     """One epoch of the MNIST port; its trained params and the quantities to compare."""
-    params, losses = port.train_epoch(params, data["train_images"], data["train_labels"], order)
-    test_logits = port.logits(params, jnp.asarray(data["test_images"]))
+    params, losses = tutorial.train_epoch(params, data["train_images"], data["train_labels"], order)
+    test_logits = tutorial.logits(params, jnp.asarray(data["test_images"]))
     return params, {
         "loss per batch": losses,
         "trained W": params["W"],
@@ -47,7 +47,7 @@ def multi_device_report() -> dict:
     """What the subprocess prints: the epoch sharded and unsharded, shardings, and the case."""
     mesh = fg.data_mesh()
     data = fg.digits_as_mnist(NUM_TRAIN)
-    params = port.init_params(jax.random.key(0), data["train_images"][0].size)
+    params = tutorial.init_params(jax.random.key(0), data["train_images"][0].size)
     order = fg.shuffled_batch_indices(jax.random.key(1), NUM_TRAIN, BATCH_SIZE)
 
     _, single_device = train_and_evaluate(params, data, order)
@@ -55,9 +55,9 @@ def multi_device_report() -> dict:
     sharded_order = fg.shard_batch_indices(order, mesh)
     trained, sharded = train_and_evaluate(replicated_params, replicated_data, sharded_order)
 
-    optimizer = optax.sgd(port.LEARNING_RATE)
+    optimizer = optax.sgd(tutorial.LEARNING_RATE)
     train_data = (replicated_data["train_images"], replicated_data["train_labels"].astype(jnp.int32))
-    images, labels = fg.batch_sharding(port.loss_fn, optimizer, replicated_params,
+    images, labels = fg.batch_sharding(tutorial.loss_fn, optimizer, replicated_params,
                                        optimizer.init(replicated_params), train_data, sharded_order)
     with pytest.raises(ValueError) as indivisible_batch:
         fg.shard_batch_indices(fg.shuffled_batch_indices(jax.random.key(1), 1500, 100), mesh)

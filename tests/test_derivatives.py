@@ -10,8 +10,8 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import funcgrad as fg
-from examples import binary_logistic, iris_softmax
-from examples import newton_logistic as newton
+from funcgrad.tutorials import binary_logistic, iris_softmax
+from funcgrad.tutorials import newton_logistic as newton
 from tests.conftest import REPO_ROOT
 
 

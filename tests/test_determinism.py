@@ -13,7 +13,7 @@ TRAIN_AND_FINGERPRINT = """
 import hashlib, sys
 import jax, numpy as np
 import funcgrad as fg
-from examples import iris_softmax, mnist_softmax
+from funcgrad.tutorials import iris_softmax, mnist_softmax
 
 seed = int(sys.argv[1])
 digest = hashlib.sha256()

@@ -1,6 +1,8 @@
 """The examples print what the seeds print; the seeds' figures are asserted here."""
 
+import ast
 import runpy
+import subprocess
 import sys
 
 import jax
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 
 import funcgrad as fg
-from examples import grad_mean, grad_poly_trig, mnist_softmax, one_sample_logistic, vjp_and_stop_gradient
+from funcgrad.tutorials import grad_mean, grad_poly_trig, mnist_softmax, one_sample_logistic, vjp_and_stop_gradient
 from tests.conftest import REPO_ROOT
 
 
@@ -79,13 +81,15 @@ def test_mnist_example_trains_one_epoch_on_real_mnist(mnist_dir, monkeypatch, ca
     assert "Test accuracy (MNIST)" in out and 0.89 <= accuracy <= 0.915
 
 
-def test_chunked_epoch_with_progress_bar_equals_one_compiled_epoch():
+def test_chunked_epoch_with_progress_updates_equals_one_compiled_epoch():
     data = fg.digits_as_mnist()
     params = mnist_softmax.init_params(jax.random.key(0), 64)
     order = fg.shuffled_batch_indices(jax.random.key(1), 1500, 100)
     whole, whole_losses = mnist_softmax.train_epoch(params, data["train_images"], data["train_labels"], order)
+    updates = []
     chunked, chunked_losses = mnist_softmax.train_epoch(
-        params, data["train_images"], data["train_labels"], order, progress=True)
+        params, data["train_images"], data["train_labels"], order, num_chunks=10, on_chunk=updates.append)
+    assert sum(updates) == len(order) and len(updates) == 10
     np.testing.assert_array_equal(whole_losses, chunked_losses)
     np.testing.assert_array_equal(whole["W"], chunked["W"])
 
@@ -94,3 +98,33 @@ def test_port_your_model_proves_its_port(capsys):
     runpy.run_path(str(REPO_ROOT / "examples" / "port_your_model.py"), run_name="__main__")
     printed = capsys.readouterr().out
     assert "float64: all 5 quantities agree" in printed and "float32: all 5 quantities agree" in printed
+
+
+def imported_modules(path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            yield node.module or ""
+
+
+@pytest.mark.parametrize("folder", ["compare", "tests", "examples"])
+def test_nothing_imports_an_example(folder):
+    # An example is a script that prints; what it shares lives in funcgrad.tutorials, so
+    # editing an example never changes what the comparison measures.
+    importers = [str(path.relative_to(REPO_ROOT)) for path in (REPO_ROOT / folder).rglob("*.py")
+                 if any(module == "examples" or module.startswith("examples.") for module in imported_modules(path))]
+    assert not importers
+
+
+def test_every_example_runs_as_a_script_from_the_repository_root():
+    # "python examples/NAME.py" puts examples/ (not the root) on sys.path; each example's
+    # imports must resolve from there. --help stops the argparse ones before they train.
+    for path in sorted((REPO_ROOT / "examples").glob("*.py")):
+        source = path.read_text()
+        command = [sys.executable, str(path.relative_to(REPO_ROOT))] + (["--help"] if "argparse" in source else [])
+        if path.stem == "port_your_model":
+            continue  # imports only installed packages; test_port_your_model_proves_its_port runs it
+        completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        assert completed.returncode == 0, f"{path.name}: {completed.stderr[-2000:]}"

@@ -47,7 +47,7 @@ def test_a_swapped_batch_is_found_at_its_step(dtype, request):
 
 
 def test_mutants_leave_the_honest_port_untouched():
-    from examples import iris_softmax
+    from funcgrad.tutorials import iris_softmax
 
     honest = iris_softmax.train
     with apply(MUTANTS["lr-off"]):

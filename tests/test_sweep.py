@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import funcgrad as fg
-from examples import iris_softmax as port
+from funcgrad.tutorials import iris_softmax as tutorial
 
 # Below Iris's edge of stability (near 0.16): above it the loss oscillates and last-bit
 # differences between any two float32 runs grow instead of dying out.
@@ -30,7 +30,7 @@ def model(stacked_params, i: int):
 
 
 def two_seeds(dtype):
-    inits = fg.init_many(port.init_params, jax.random.split(jax.random.key(0), 2))
+    inits = fg.init_many(tutorial.init_params, jax.random.split(jax.random.key(0), 2))
     return jax.tree.map(lambda leaf: leaf.astype(dtype), inits)
 
 
@@ -40,10 +40,10 @@ def test_each_sweep_member_trains_as_it_would_alone(dtype):
         params, rates = fg.sweep_grid(two_seeds(dtype), np.asarray(STABLE_RATES, dtype))
         x, y = iris_batch(dtype)
         swept, swept_losses = fg.fit_full_batch_sweep(
-            port.loss_fn, optax.sgd, params, rates, (x, y), port.NUM_EPOCHS
+            tutorial.loss_fn, optax.sgd, params, rates, (x, y), tutorial.NUM_EPOCHS
         )
         for i, rate in enumerate(np.asarray(rates)):
-            alone, losses = port.train(model(params, i), x, y, lr=float(rate))
+            alone, losses = tutorial.train(model(params, i), x, y, lr=float(rate))
             np.testing.assert_allclose(swept_losses[i], losses, **TOLERANCES[dtype])
             for swept_leaf, alone_leaf in zip(jax.tree.leaves(model(swept, i)), jax.tree.leaves(alone)):
                 np.testing.assert_allclose(swept_leaf, alone_leaf, **TOLERANCES[dtype])
@@ -60,15 +60,15 @@ def test_sweep_grid_pairs_every_init_with_every_rate_init_major():
 @pytest.mark.parametrize("one_rate", [0.05, [0.05]], ids=["scalar", "length-1"])
 def test_a_single_learning_rate_applies_to_every_model(one_rate):
     params, batch = two_seeds(np.float32), iris_batch(np.float32)
-    shared = fg.fit_full_batch_sweep(port.loss_fn, optax.sgd, params, one_rate, batch, 100)
-    per_model = fg.fit_full_batch_sweep(port.loss_fn, optax.sgd, params, jnp.full(2, 0.05), batch, 100)
+    shared = fg.fit_full_batch_sweep(tutorial.loss_fn, optax.sgd, params, one_rate, batch, 100)
+    per_model = fg.fit_full_batch_sweep(tutorial.loss_fn, optax.sgd, params, jnp.full(2, 0.05), batch, 100)
     assert jax.tree.all(jax.tree.map(jnp.array_equal, shared, per_model))
 
 
 def test_learning_rates_of_another_count_than_the_models_are_refused():
     params, batch = two_seeds(np.float32), iris_batch(np.float32)
     with pytest.raises(ValueError, match="3 learning rates .* for 2 models"):
-        fg.fit_full_batch_sweep(port.loss_fn, optax.sgd, params, jnp.ones(3), batch, 10)
+        fg.fit_full_batch_sweep(tutorial.loss_fn, optax.sgd, params, jnp.ones(3), batch, 10)
 
 
 def test_params_without_a_shared_model_axis_are_refused():
@@ -79,4 +79,4 @@ def test_params_without_a_shared_model_axis_are_refused():
 
 def test_init_many_wants_one_key_per_model():
     with pytest.raises(ValueError, match="single key.*jax.random.split"):
-        fg.init_many(port.init_params, jax.random.key(0))
+        fg.init_many(tutorial.init_params, jax.random.key(0))

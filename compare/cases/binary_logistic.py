@@ -9,7 +9,7 @@ import torch.optim as optim
 
 import funcgrad as fg
 from funcgrad.parity import Exact, History, Logits
-from examples import binary_logistic as port
+from funcgrad.tutorials import binary_logistic as tutorial
 
 NAME = "binary-logistic"
 SOURCE = "001 logistic regression"
@@ -23,8 +23,8 @@ def run(ctx):
 
 def jax_side(xs, ys_true, initial):
     params = fg.from_state_dict(initial)
-    grads = jax.grad(port.loss_fn)(params, (xs, ys_true))
-    params, losses = port.train(params, xs, ys_true)
+    grads = jax.grad(tutorial.loss_fn)(params, (xs, ys_true))
+    params, losses = tutorial.train(params, xs, ys_true)
     zs = fg.linear_apply(params, jnp.asarray(xs))
     correct = int(jnp.sum((zs > 0) == (ys_true > 0.5)))
     return {
@@ -33,7 +33,7 @@ def jax_side(xs, ys_true, initial):
         "loss per step": History(losses),
         "trained weight": params["weight"],
         "trained bias": params["bias"],
-        "sigmoid predictions": port.predict_probabilities(params, xs),
+        "sigmoid predictions": tutorial.predict_probabilities(params, xs),
         "predicted classes": Logits(zs),
         "training accuracy": Exact(correct / len(ys_true)),
     }
@@ -47,9 +47,9 @@ def torch_side(ctx, xs, ys_true, initial):
     bce_with_sigmoid(linear(xs), ys_true).backward()
     grads = {name: p.grad.clone() for name, p in linear.named_parameters()}
 
-    optimizer = optim.SGD(linear.parameters(), lr=0.1)
+    optimizer = optim.SGD(linear.parameters(), lr=tutorial.LEARNING_RATE)
     losses = []
-    for epoch in range(port.NUM_STEPS):
+    for epoch in range(tutorial.NUM_STEPS):
         zs = linear(xs)
         loss = bce_with_sigmoid(zs, ys_true)
 

@@ -16,7 +16,7 @@ import optax
 
 import funcgrad as fg
 from compare.cases import mnist_softmax as single_device
-from examples import mnist_softmax as port
+from funcgrad.tutorials import mnist_softmax as tutorial
 
 NAME = "data-parallel-mnist"
 SOURCE = "002 (data parallel)"
@@ -52,9 +52,9 @@ def devices_for_batch(num_devices: int, batch_size: int) -> int:
 
 def images_sharding(data, initial, sharded_order) -> jax.sharding.Sharding:
     """The sharding that the compiled epoch gives each batch of images."""
-    optimizer = optax.sgd(port.LEARNING_RATE)
+    optimizer = optax.sgd(tutorial.LEARNING_RATE)
     params = fg.from_state_dict(initial)
     train_data = (data["train_images"], data["train_labels"].astype(jnp.int32))
-    images, _ = fg.batch_sharding(port.loss_fn, optimizer, params, optimizer.init(params),
+    images, _ = fg.batch_sharding(tutorial.loss_fn, optimizer, params, optimizer.init(params),
                                   train_data, sharded_order)
     return images

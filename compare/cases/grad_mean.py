@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from examples.grad_mean import grad_mean_of_double, mean_of_double
+from funcgrad.tutorials.grad_mean import grad_mean_of_double, mean_of_double
 
 NAME = "grad-mean"
 SOURCE = "000 §1"

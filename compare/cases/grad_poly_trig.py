@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from examples.grad_poly_trig import value_and_partials
+from funcgrad.tutorials.grad_poly_trig import value_and_partials
 
 NAME = "grad-poly-trig"
 SOURCE = "000 §2"

@@ -8,7 +8,7 @@ import torch.optim as optim
 
 import funcgrad as fg
 from funcgrad.parity import Exact, History, Logits
-from examples import iris_softmax as port
+from funcgrad.tutorials import iris_softmax as tutorial
 
 NAME = "iris-softmax"
 SOURCE = "000 afternoon"
@@ -25,16 +25,16 @@ class LogisticRegression(nn.Module):
 
 def run(ctx):
     iris = fg.iris_first_two_features(ctx.dtype)
-    initial = ctx.cast(fg.to_state_dict(port.init_params(ctx.key(4))))
+    initial = ctx.cast(fg.to_state_dict(tutorial.init_params(ctx.key(4))))
     return jax_side(iris, initial), torch_side(ctx, iris, initial)
 
 
 def jax_side(iris, initial):
     params = fg.from_state_dict(initial)
     batch = (jnp.asarray(iris["x_train"]), jnp.asarray(iris["y_train"], jnp.int32))
-    grads = jax.grad(port.loss_fn)(params, batch)
-    params, losses = port.train(params, iris["x_train"], iris["y_train"])
-    test_logits = port.logits(params, jnp.asarray(iris["x_test"]))
+    grads = jax.grad(tutorial.loss_fn)(params, batch)
+    params, losses = tutorial.train(params, iris["x_train"], iris["y_train"])
+    test_logits = tutorial.logits(params, jnp.asarray(iris["x_test"]))
     correct = int(jnp.sum(fg.predict_classes(test_logits) == iris["y_test"]))
     return {
         "weight grad at init": grads["linear"]["weight"],
@@ -55,13 +55,13 @@ def torch_side(ctx, iris, initial):
     model = LogisticRegression(2, 3).to(ctx.torch_device, ctx.torch_dtype)
     model.load_state_dict({name: ctx.to_torch(value) for name, value in initial.items()})
     criterion = nn.CrossEntropyLoss()
-    optimizer = optim.SGD(model.parameters(), lr=0.01)
+    optimizer = optim.SGD(model.parameters(), lr=tutorial.LEARNING_RATE)
 
     criterion(model(X_train_2d), y_train).backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters()}
 
     losses = []
-    for epoch in range(port.NUM_EPOCHS):
+    for epoch in range(tutorial.NUM_EPOCHS):
         outputs = model(X_train_2d)
         loss = criterion(outputs, y_train)
         optimizer.zero_grad()

@@ -37,7 +37,7 @@ from jax.flatten_util import ravel_pytree
 from torch.autograd.functional import hessian, hvp, jacobian
 
 import funcgrad as fg
-from examples import binary_logistic, iris_softmax, linear_regression, one_sample_logistic
+from funcgrad.tutorials import binary_logistic, iris_softmax, linear_regression, one_sample_logistic
 
 NAME = "jacobian-hessian"
 SOURCE = "000-003 (second order)"

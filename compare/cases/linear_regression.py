@@ -7,7 +7,7 @@ import torch.optim as optim
 
 import funcgrad as fg
 from funcgrad.parity import History
-from examples import linear_regression as port
+from funcgrad.tutorials import linear_regression as tutorial
 
 NAME = "linear-regression"
 SOURCE = "001 linear regression"
@@ -21,8 +21,8 @@ def run(ctx):
 
 def jax_side(xs, ys_true, initial):
     params = fg.from_state_dict(initial)
-    grads = jax.grad(port.loss_fn)(params, (xs, ys_true))
-    params, losses = port.train(params, xs, ys_true)
+    grads = jax.grad(tutorial.loss_fn)(params, (xs, ys_true))
+    params, losses = tutorial.train(params, xs, ys_true)
     return {
         "weight grad at init": grads["weight"],
         "bias grad at init": grads["bias"],
@@ -40,9 +40,9 @@ def torch_side(ctx, xs, ys_true, initial):
     mse(linear(xs), ys_true).backward()
     grads = {name: p.grad.clone() for name, p in linear.named_parameters()}
 
-    optimizer = optim.SGD(linear.parameters(), lr=0.1)
+    optimizer = optim.SGD(linear.parameters(), lr=tutorial.LEARNING_RATE)
     losses = []
-    for epoch in range(port.NUM_STEPS):
+    for epoch in range(tutorial.NUM_STEPS):
         ys_pred = linear(xs)
         loss = mse(ys_pred, ys_true)
 

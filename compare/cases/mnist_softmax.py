@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import funcgrad as fg
 from funcgrad.parity import Exact, History, Logits
-from examples import mnist_softmax as port
+from funcgrad.tutorials import mnist_softmax as tutorial
 
 NAME = "mnist-softmax"
 SOURCE = "002"
@@ -27,8 +27,8 @@ def setup(ctx):
     """The data, the initial W and b, and the batch order both sides train on."""
     data_name, data = ctx.mnist()
     init_key, order_key = jax.random.split(ctx.key(7))
-    initial = ctx.cast(fg.to_state_dict(port.init_params(init_key, data["train_images"][0].size)))
-    batch_size, num_epochs = (port.BATCH_SIZE, 1) if data_name == "MNIST" else (STAND_IN_BATCH_SIZE, STAND_IN_EPOCHS)
+    initial = ctx.cast(fg.to_state_dict(tutorial.init_params(init_key, data["train_images"][0].size)))
+    batch_size, num_epochs = (tutorial.BATCH_SIZE, 1) if data_name == "MNIST" else (STAND_IN_BATCH_SIZE, STAND_IN_EPOCHS)
     order = fg.shuffled_batch_indices(order_key, len(data["train_labels"]), batch_size, num_epochs)
     return data_name, data, initial, order
 
@@ -44,9 +44,9 @@ def jax_side(data, initial, order):
     params = fg.from_state_dict(initial)
     first_batch = (jnp.asarray(data["train_images"][order[0]]),
                    jnp.asarray(data["train_labels"][order[0]], jnp.int32))
-    grads = jax.grad(port.loss_fn)(params, first_batch)
-    params, losses = port.train_epoch(params, data["train_images"], data["train_labels"], order)
-    test_logits = port.logits(params, jnp.asarray(data["test_images"]))
+    grads = jax.grad(tutorial.loss_fn)(params, first_batch)
+    params, losses = tutorial.train_epoch(params, data["train_images"], data["train_labels"], order)
+    test_logits = tutorial.logits(params, jnp.asarray(data["test_images"]))
     correct = int(jnp.sum(fg.predict_classes(test_logits) == data["test_labels"]))
     return {
         "W grad on first batch": grads["W"],
@@ -79,7 +79,7 @@ def torch_side(ctx, data, initial, order):
     W = ctx.to_torch(initial["W"])
     W.requires_grad_()
     b = ctx.to_torch(initial["b"]).requires_grad_()
-    optimizer = torch.optim.SGD([W, b], lr=0.1)
+    optimizer = torch.optim.SGD([W, b], lr=tutorial.LEARNING_RATE)
 
     losses, grads = [], None
     for images, labels in train_loader:

@@ -17,7 +17,7 @@ from torch.autograd.functional import hessian
 
 import funcgrad as fg
 from funcgrad.parity import History
-from examples import newton_logistic as port
+from funcgrad.tutorials import newton_logistic as tutorial
 
 NAME = "newton-logistic"
 SOURCE = "001 logistic regression (Newton)"
@@ -30,7 +30,7 @@ def run(ctx):
 
 
 def jax_side(xs, ys_true, initial):
-    params, objectives, gradient_norm = port.fit_newton(fg.from_state_dict(initial), xs, ys_true)
+    params, objectives, gradient_norm = tutorial.fit_newton(fg.from_state_dict(initial), xs, ys_true)
     return {
         "objective before each step": History(objectives),
         "final weight": params["weight"],
@@ -45,11 +45,11 @@ def torch_side(ctx, xs, ys_true, initial):
 
     def objective(theta):
         bias, weight = theta[:1], theta[1:].view(1, 3)
-        return bce_with_sigmoid(F.linear(xs, weight, bias), ys_true) + port.RIDGE / 2 * weight.pow(2).sum()
+        return bce_with_sigmoid(F.linear(xs, weight, bias), ys_true) + tutorial.RIDGE / 2 * weight.pow(2).sum()
 
     theta = torch.cat([ctx.to_torch(initial["bias"]), ctx.to_torch(initial["weight"]).flatten()])
     objectives = []
-    for step in range(port.NUM_NEWTON_STEPS):
+    for step in range(tutorial.NUM_NEWTON_STEPS):
         theta.requires_grad_(True)
         loss = objective(theta)
         (gradient,) = torch.autograd.grad(loss, theta)

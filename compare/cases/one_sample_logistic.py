@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import grad
 
-from examples.one_sample_logistic import forward, partials_one_at_a_time, partials_together
+from funcgrad.tutorials.one_sample_logistic import forward, partials_one_at_a_time, partials_together
 
 NAME = "one-sample-logistic"
 SOURCE = "003"

@@ -16,7 +16,7 @@ from torch.func import grad, vmap
 
 import funcgrad as fg
 from compare.cases.mnist_softmax import to_tensor
-from examples import mnist_softmax as port
+from funcgrad.tutorials import mnist_softmax as tutorial
 
 NAME = "per-example-grads"
 SOURCE = "002 (per-example gradients)"
@@ -26,13 +26,13 @@ NUM_EXAMPLES = 100
 def run(ctx):
     data_name, data = ctx.mnist()
     images, labels = data["train_images"][:NUM_EXAMPLES], data["train_labels"][:NUM_EXAMPLES]
-    initial = ctx.cast(fg.to_state_dict(port.init_params(ctx.key(12), images[0].size)))
+    initial = ctx.cast(fg.to_state_dict(tutorial.init_params(ctx.key(12), images[0].size)))
     return jax_side(images, labels, initial), torch_side(ctx, images, labels, initial), {"data": data_name}
 
 
 def loss_of_one_example(params: dict, image: jax.Array, label: jax.Array) -> jax.Array:
     """The seed's loss on a batch of one."""
-    return port.loss_fn(params, (image[None], label[None]))
+    return tutorial.loss_fn(params, (image[None], label[None]))
 
 
 def jax_side(images, labels, initial):

@@ -21,7 +21,7 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 import funcgrad as fg
 from compare.cases.iris_softmax import LogisticRegression
 from funcgrad.parity import Exact, History, Logits
-from examples import iris_softmax as port
+from funcgrad.tutorials import iris_softmax as tutorial
 
 NAME = "sweep-iris"
 SOURCE = "000 afternoon (sweep)"
@@ -32,7 +32,7 @@ NUM_EPOCHS = 2_000
 
 def run(ctx):
     iris = fg.iris_first_two_features(ctx.dtype)
-    inits = fg.init_many(port.init_params, jax.random.split(ctx.key(9), NUM_SEEDS))
+    inits = fg.init_many(tutorial.init_params, jax.random.split(ctx.key(9), NUM_SEEDS))
     params, rates = fg.sweep_grid(inits, np.asarray(LEARNING_RATES, ctx.dtype))
     initial, learning_rates = ctx.cast(fg.to_state_dict(params)), np.asarray(rates)
     return jax_side(iris, initial, learning_rates), torch_side(ctx, iris, initial, learning_rates)
@@ -41,9 +41,9 @@ def run(ctx):
 def jax_side(iris, initial, learning_rates):
     batch = (jnp.asarray(iris["x_train"]), jnp.asarray(iris["y_train"], jnp.int32))
     params, losses = fg.fit_full_batch_sweep(
-        port.loss_fn, optax.sgd, fg.from_state_dict(initial), learning_rates, batch, NUM_EPOCHS
+        tutorial.loss_fn, optax.sgd, fg.from_state_dict(initial), learning_rates, batch, NUM_EPOCHS
     )
-    test_logits = jax.vmap(port.logits, in_axes=(0, None))(params, jnp.asarray(iris["x_test"]))
+    test_logits = jax.vmap(tutorial.logits, in_axes=(0, None))(params, jnp.asarray(iris["x_test"]))
     correct = jnp.sum(fg.predict_classes(test_logits) == iris["y_test"], axis=1)
     return {
         "loss per epoch": History(losses, step_axis=1),

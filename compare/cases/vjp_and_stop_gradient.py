@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from examples.vjp_and_stop_gradient import (
+from funcgrad.tutorials.vjp_and_stop_gradient import (
     double,
     grad_of_x_times_stopped_x,
     grad_through_stopped,

@@ -1,1 +1,0 @@
-"""One runnable script per section of the source material; compare/ imports their ports."""
