@@ -39,8 +39,8 @@ def run_sides(name: str, ctx: Context) -> Sides:
     start = time.perf_counter()
     with jax.enable_x64(ctx.dtype == np.float64), jax.default_device(ctx.jax_device):
         jax_results, torch_results, *info = CASES[name].run(ctx)
-        jax_results = _to_numpy(jax_results)
-    return Sides(jax_results, _to_numpy(torch_results), info[0] if info else {},
+        jax_results = to_numpy(jax_results)
+    return Sides(jax_results, to_numpy(torch_results), info[0] if info else {},
                  time.perf_counter() - start)
 
 
@@ -105,7 +105,8 @@ def run_in_dtypes(name: str, ctx: Context, dtypes=("float64", "float32"), keep_s
     return entry
 
 
-def _to_numpy(results: dict) -> dict:
+def to_numpy(results: dict) -> dict:
+    """A side's results as numpy (tensors detached, JAX arrays fetched: both synchronised)."""
     def convert(value):
         if isinstance(value, (parity.Exact, parity.Logits, parity.History)):
             return dataclasses.replace(value, value=convert(value.value))

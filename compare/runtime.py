@@ -6,6 +6,7 @@ import dataclasses
 import importlib.metadata
 import os
 import platform
+from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -52,6 +53,16 @@ class Context:
         if source is None:
             return "the MNIST stand-in, sklearn 8x8 digits (no MNIST folder given)", fg.digits_as_mnist()
         return "MNIST", fg.load_mnist(source)
+
+
+class Timed(NamedTuple):
+    """A case's sides set up once, for ``python -m compare.bench``: each run is a call of
+    one side's own code (``"funcgrad"``, ``"torch-eager"``, ...), ``steps`` training steps
+    long, returning what that side returns; ``notes`` say anything a row needs said."""
+
+    steps: int
+    runs: dict[str, Callable[[], object]]
+    notes: dict[str, str] = {}
 
 
 def mnist_source(mnist_dir: str | None) -> str | None:

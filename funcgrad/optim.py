@@ -19,6 +19,10 @@ building blocks chained in torch's order, plus what Optax lacks or computes othe
 - **StepLR under x64**: ``optax.exponential_decay`` divides Optax's int32 step count
   into a float32 exponent even with x64 on, so its float64 rates are float32 values.
 
+The constructors are memoized: the same arguments give the same transformation object,
+so a loop compiled with one (``jit`` takes the optimizer as a static argument) is reused
+when a training function builds its optimizer again, instead of compiled anew each call.
+
 Every configuration is proven step by step against torch (``python -m compare --case
 torch-optimizers``; tests/test_optim.py).
 
@@ -28,6 +32,7 @@ torch-optimizers``; tests/test_optim.py).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple, Union
 
@@ -38,6 +43,23 @@ import optax
 LearningRate = Union[float, optax.Schedule]
 
 
+def _memoized(constructor):
+    """``constructor`` returning one object per distinct (hashable) arguments; a jax array
+    argument, unhashable, builds a fresh transformation each call."""
+    cached = functools.lru_cache(maxsize=None)(constructor)
+
+    @functools.wraps(constructor)
+    def build(*args, **kwargs):
+        try:
+            hash((args, tuple(kwargs.items())))
+        except TypeError:
+            return constructor(*args, **kwargs)
+        return cached(*args, **kwargs)
+
+    return build
+
+
+@_memoized
 def sgd(
     learning_rate: LearningRate,
     momentum: float = 0.0,
@@ -66,6 +88,7 @@ def sgd(
     )
 
 
+@_memoized
 def adam(
     learning_rate: LearningRate = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -90,6 +113,7 @@ def adam(
     )
 
 
+@_memoized
 def adamw(
     learning_rate: LearningRate = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999),

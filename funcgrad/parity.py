@@ -361,7 +361,7 @@ def format_table(rows: list) -> str:
 
     >>> print(format_table(compare_results(jax_results, torch_results, np.float64)))
     """
-    table = [TABLE_COLUMNS]
+    table = []
     for q in (row if isinstance(row, Mapping) else dataclasses.asdict(row) for row in rows):
         table.append((
             q["name"], q["rule"], q["jax"], q["torch"], f"{q['max_abs_err']:.2e}",
@@ -369,10 +369,22 @@ def format_table(rows: list) -> str:
             "-" if q["first_divergence"] is None else str(q["first_divergence"]),
             "ok" if q["passed"] else "FAIL",
         ))
-    widths = [max(len(str(line[i])) for line in table) for i in range(len(TABLE_COLUMNS))]
-    lines = [" | ".join(str(cell).ljust(w) for cell, w in zip(line, widths)) for line in table]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return markdown_table(TABLE_COLUMNS, table)
+
+
+def markdown_table(header, rows) -> str:
+    """A Markdown table with padded columns, readable as text too.
+
+    >>> print(markdown_table(("case", "s"), [("iris", "0.12")]))
+    | case | s    |
+    | ---- | ---- |
+    | iris | 0.12 |
+    """
+    lines = [tuple(str(cell) for cell in line) for line in (header, *rows)]
+    widths = [max(3, *(len(line[i]) for line in lines)) for i in range(len(header))]
+    rendered = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + " |" for line in lines]
+    rendered.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
+    return "\n".join(rendered)
 
 
 def to_json(rows: list[Quantity]) -> list[dict]:

@@ -173,6 +173,10 @@ class EpochBatches(NamedTuple):
     def steps_per_epoch(self) -> int:
         return self.full.shape[1] + (self.last.shape[1] > 0)
 
+    @property
+    def num_steps(self) -> int:
+        return len(self.full) * self.steps_per_epoch
+
     def epoch(self, index: int) -> list[np.ndarray]:
         """Epoch ``index``'s batches in order, as a torch loop meets them."""
         return list(self.full[index]) + ([self.last[index]] if self.last.shape[1] else [])

@@ -7,15 +7,11 @@ the shape of what the benchmark reports and that both sides of a row do the same
 import json
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import funcgrad as fg
 from compare import bench
-from compare.cases import per_example_grads as per_example_case
-from funcgrad.tutorials import mnist_softmax
+from compare.cases import CASES
 from tests.conftest import cpu_context
 
 # Enough to run every code path, short enough for a test: the minimum repeats still hold.
@@ -40,32 +36,34 @@ def test_repeats_continue_until_the_minimum_time():
 
 
 def test_per_example_rows_carry_min_median_max(mnist_dir):
-    rows = bench.bench_per_example_grads(cpu_context(np.float32, mnist_dir), QUICK)
+    rows = bench.time_case("per-example-grads", cpu_context(np.float32, mnist_dir), QUICK)
     assert [row.framework for row in rows] == ["funcgrad", "torch-func"]
     for row in rows:
         assert_spread(row)
 
 
-def test_both_per_example_sides_compute_the_same_gradients(mnist_dir):
-    ctx = cpu_context(np.float32, mnist_dir)
-    _, data = ctx.mnist()
-    images, labels = data["train_images"][:8], data["train_labels"][:8]
-    params = mnist_softmax.init_params(ctx.key(12), images[0].size)
-    expected = jax.vmap(jax.grad(per_example_case.loss_of_one_example), in_axes=(None, 0, 0))(
-        params, jnp.asarray(images), jnp.asarray(labels, jnp.int32))
-    got = bench.torch_per_example_grads(ctx, fg.to_state_dict(params))(
-        ctx.to_torch(images), ctx.to_torch(labels.astype(np.int64)))
+def test_both_per_example_kernels_compute_the_same_gradients(mnist_dir):
+    # The bench times these two kernels alone; they must be the same work.
+    timed = CASES["per-example-grads"].timed(cpu_context(np.float32, mnist_dir))
+    ours, theirs = bench.fetch(timed.runs["funcgrad"]()), bench.fetch(timed.runs["torch-func"]())
     for name in ("W", "b"):
-        np.testing.assert_allclose(got[name].numpy(), expected[name], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(theirs[name], ours[name], rtol=1e-5, atol=1e-6)
+
+
+def test_every_case_with_a_timing_hook_is_benched_from_the_one_registry():
+    assert bench.TIMED_CASES == [name for name in CASES if hasattr(CASES[name], "timed")]
+    assert {"iris-softmax", "mnist-softmax", "per-example-grads", "mnist-mlp"} <= set(bench.TIMED_CASES)
 
 
 def test_the_cli_prints_a_markdown_table_and_writes_the_spread(tmp_path, capsys):
     report_path = tmp_path / "bench.json"
-    assert bench.main(["--case", "linear-regression", "--skip-torch-compile", "--min-time", "0.01",
+    assert bench.main(["--case", "linear-regression", "--min-time", "0.01",
                        "--json", str(report_path)]) == 0
     out = capsys.readouterr().out
-    assert "| case | framework | compile s | run s (min / median / max) | µs / step | × funcgrad | × floor |" in out
-    assert "| linear-regression (300 steps) | funcgrad |" in out
+    header, rule, first = out[out.index("| case "):].splitlines()[:3]
+    assert [cell.strip() for cell in header.strip("|").split("|")] == [
+        "case", "framework", "compile s", "run s (min / median / max)", "µs / step", "× funcgrad", "× floor"]
+    assert first.startswith("| linear-regression (300 steps) | funcgrad ")
     rows = json.loads(report_path.read_text())["rows"]
     assert [row["framework"] for row in rows] == ["funcgrad", "torch-eager"]
     for row in rows:

@@ -6,12 +6,10 @@ import functools
 import numpy as np
 import pytest
 
+from compare.cases import CASES
 from compare.mutants import MUTANTS, apply, failing, verdict
 from compare.run import float64_reference
 from tests.conftest import cpu_context
-
-MNIST_CASES = {"mnist-softmax"}
-
 
 @functools.lru_cache(maxsize=None)
 def reference(case: str, mnist_dir: str | None) -> dict:
@@ -34,7 +32,7 @@ def judge(name: str, dtype: str, mnist_dir: str | None) -> dict:
 @pytest.mark.parametrize("name", list(MUTANTS))
 def test_every_mutant_is_caught(name, dtype, request):
     mutant = MUTANTS[name]
-    mnist_dir = request.getfixturevalue("mnist_dir") if mutant.case in MNIST_CASES else None
+    mnist_dir = request.getfixturevalue("mnist_dir") if getattr(CASES[mutant.case], "READS_MNIST", False) else None
     report = judge(name, dtype, mnist_dir)
     assert not report["passed"], f"{name} ({mutant.description}) passed in {dtype}"
     assert mutant.caught_in in [q["name"] for q in report["quantities"] if not q["passed"]], failing(report)

@@ -160,3 +160,10 @@ def test_optax_amsgrad_is_not_torchs():
 def test_bad_arguments_are_refused_by_name(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_the_same_arguments_give_the_same_optimizer_so_compiled_loops_are_reused():
+    assert fg.optim.sgd(0.1, momentum=0.9) is fg.optim.sgd(0.1, momentum=0.9)
+    assert fg.optim.adamw(1e-3, amsgrad=True) is not fg.optim.adamw(1e-3)
+    rate = jnp.float32(0.1)  # unhashable: built afresh, not refused
+    assert fg.optim.sgd(rate) is not fg.optim.sgd(rate)

@@ -15,12 +15,11 @@ CORE_CASES = [
     "grad-mean", "grad-poly-trig", "vjp-and-stop-gradient", "iris-softmax",
     "linear-regression", "binary-logistic", "mnist-softmax", "one-sample-logistic",
 ]
-MNIST_CASES = {"mnist-softmax", "per-example-grads", "data-parallel-mnist", "mnist-batch-64", "mnist-mlp"}
 
 
 def reports(name, request=None) -> dict:
     """The case's reports; the MNIST cases on real MNIST (skipped, or failed under CI, without it)."""
-    mnist_dir = request.getfixturevalue("mnist_dir") if name in MNIST_CASES else None
+    mnist_dir = request.getfixturevalue("mnist_dir") if getattr(CASES[name], "READS_MNIST", False) else None
     return case_reports(name, mnist_dir)
 
 

@@ -20,6 +20,7 @@ from funcgrad.tutorials import mnist_softmax as tutorial
 
 NAME = "data-parallel-mnist"
 SOURCE = "002 (data parallel)"
+READS_MNIST = True  # real MNIST when a folder is given, else the stand-in digits
 
 
 def run(ctx):

@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.optim as optim
 
 import funcgrad as fg
+from compare.runtime import Timed
 from funcgrad.parity import Exact, History, Logits
 from funcgrad.tutorials import iris_softmax as tutorial
 
@@ -23,10 +24,23 @@ class LogisticRegression(nn.Module):
         return self.linear(x)
 
 
+def setup(ctx):
+    """Iris and the initial weights, drawn once in float32."""
+    return fg.iris_first_two_features(ctx.dtype), ctx.cast(fg.to_state_dict(tutorial.init_params(ctx.key(4))))
+
+
 def run(ctx):
-    iris = fg.iris_first_two_features(ctx.dtype)
-    initial = ctx.cast(fg.to_state_dict(tutorial.init_params(ctx.key(4))))
+    iris, initial = setup(ctx)
     return jax_side(iris, initial), torch_side(ctx, iris, initial)
+
+
+def timed(ctx) -> Timed:
+    """Each side's training loop alone, on inputs already converted."""
+    iris, initial = setup(ctx)
+    params, x, y = fg.from_state_dict(initial), jnp.asarray(iris["x_train"]), jnp.asarray(iris["y_train"], jnp.int32)
+    model, x_t, y_t = torch_model(ctx, initial), ctx.to_torch(iris["x_train"]), ctx.to_torch(iris["y_train"])
+    return Timed(tutorial.NUM_EPOCHS, {"funcgrad": lambda: tutorial.train(params, x, y),
+                                       "torch-eager": lambda: torch_train(model, x_t, y_t)})
 
 
 def jax_side(iris, initial):
@@ -48,18 +62,16 @@ def jax_side(iris, initial):
     }
 
 
-def torch_side(ctx, iris, initial):
-    X_train_2d, X_test_2d = ctx.to_torch(iris["x_train"]), ctx.to_torch(iris["x_test"])
-    y_train, y_test = ctx.to_torch(iris["y_train"]), ctx.to_torch(iris["y_test"])
-
+def torch_model(ctx, initial) -> LogisticRegression:
     model = LogisticRegression(2, 3).to(ctx.torch_device, ctx.torch_dtype)
     model.load_state_dict({name: ctx.to_torch(value) for name, value in initial.items()})
+    return model
+
+
+def torch_train(model, X_train_2d, y_train) -> torch.Tensor:
+    """The seed's loop: forward, loss, zero_grad, backward, step, every epoch; the losses."""
     criterion = nn.CrossEntropyLoss()
     optimizer = optim.SGD(model.parameters(), lr=tutorial.LEARNING_RATE)
-
-    criterion(model(X_train_2d), y_train).backward()
-    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
-
     losses = []
     for epoch in range(tutorial.NUM_EPOCHS):
         outputs = model(X_train_2d)
@@ -68,6 +80,17 @@ def torch_side(ctx, iris, initial):
         loss.backward()
         optimizer.step()
         losses.append(loss.detach())
+    return torch.stack(losses)
+
+
+def torch_side(ctx, iris, initial):
+    X_train_2d, X_test_2d = ctx.to_torch(iris["x_train"]), ctx.to_torch(iris["x_test"])
+    y_train, y_test = ctx.to_torch(iris["y_train"]), ctx.to_torch(iris["y_test"])
+
+    model = torch_model(ctx, initial)
+    nn.CrossEntropyLoss()(model(X_train_2d), y_train).backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    losses = torch_train(model, X_train_2d, y_train)
 
     with torch.no_grad():
         outputs = model(X_test_2d)
@@ -76,7 +99,7 @@ def torch_side(ctx, iris, initial):
     return {
         "weight grad at init": grads["linear.weight"],
         "bias grad at init": grads["linear.bias"],
-        "loss per epoch": History(torch.stack(losses)),
+        "loss per epoch": History(losses),
         "trained weight": model.linear.weight,
         "trained bias": model.linear.bias,
         "test logits": outputs,

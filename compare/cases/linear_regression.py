@@ -1,11 +1,13 @@
 """linear-regression (seed 001): N = 30, y = 2 x1 - 1.5 x2 + 5, Linear(2, 1), MSE, SGD lr 0.1, 300 steps."""
 
 import jax
+import jax.numpy as jnp
 import torch
 import torch.nn as nn
 import torch.optim as optim
 
 import funcgrad as fg
+from compare.runtime import Timed
 from funcgrad.parity import History
 from funcgrad.tutorials import linear_regression as tutorial
 
@@ -13,10 +15,24 @@ NAME = "linear-regression"
 SOURCE = "001 linear regression"
 
 
-def run(ctx):
+def setup(ctx):
+    """The data and the initial weights, drawn once in float32."""
     xs, ys_true = fg.linear_regression_data(seed=1, dtype=ctx.dtype)
-    initial = ctx.cast(fg.to_state_dict(fg.linear_init(ctx.key(5), 2, 1)))
-    return jax_side(xs, ys_true, initial), torch_side(ctx, xs, ys_true, initial)
+    return xs, ys_true, ctx.cast(fg.to_state_dict(fg.linear_init(ctx.key(5), 2, 1)))
+
+
+def run(ctx):
+    args = setup(ctx)
+    return jax_side(*args), torch_side(ctx, *args)
+
+
+def timed(ctx) -> Timed:
+    """Each side's training loop alone, on inputs already converted."""
+    xs, ys_true, initial = setup(ctx)
+    params, x, y = fg.from_state_dict(initial), jnp.asarray(xs), jnp.asarray(ys_true)
+    linear, x_t, y_t = torch_linear(ctx, initial), ctx.to_torch(xs), ctx.to_torch(ys_true)
+    return Timed(tutorial.NUM_STEPS, {"funcgrad": lambda: tutorial.train(params, x, y),
+                                      "torch-eager": lambda: torch_train(linear, x_t, y_t)})
 
 
 def jax_side(xs, ys_true, initial):
@@ -32,14 +48,15 @@ def jax_side(xs, ys_true, initial):
     }
 
 
-def torch_side(ctx, xs, ys_true, initial):
-    xs, ys_true = ctx.to_torch(xs), ctx.to_torch(ys_true)
+def torch_linear(ctx, initial) -> nn.Linear:
     linear = nn.Linear(2, 1).to(ctx.torch_device, ctx.torch_dtype)
     linear.load_state_dict({name: ctx.to_torch(value) for name, value in initial.items()})
-    mse = nn.MSELoss()
-    mse(linear(xs), ys_true).backward()
-    grads = {name: p.grad.clone() for name, p in linear.named_parameters()}
+    return linear
 
+
+def torch_train(linear, xs, ys_true) -> torch.Tensor:
+    """The seed's loop: forward, MSE, zero_grad, backward, step, every step; the losses."""
+    mse = nn.MSELoss()
     optimizer = optim.SGD(linear.parameters(), lr=tutorial.LEARNING_RATE)
     losses = []
     for epoch in range(tutorial.NUM_STEPS):
@@ -50,10 +67,19 @@ def torch_side(ctx, xs, ys_true, initial):
         loss.backward()
         optimizer.step()
         losses.append(loss.detach())
+    return torch.stack(losses)
+
+
+def torch_side(ctx, xs, ys_true, initial):
+    xs, ys_true = ctx.to_torch(xs), ctx.to_torch(ys_true)
+    linear = torch_linear(ctx, initial)
+    nn.MSELoss()(linear(xs), ys_true).backward()
+    grads = {name: p.grad.clone() for name, p in linear.named_parameters()}
+    losses = torch_train(linear, xs, ys_true)
     return {
         "weight grad at init": grads["weight"],
         "bias grad at init": grads["bias"],
-        "loss per step": History(torch.stack(losses)),
+        "loss per step": History(losses),
         "trained weight": linear.weight,
         "trained bias": linear.bias,
     }

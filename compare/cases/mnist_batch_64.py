@@ -11,33 +11,47 @@ one compiled loop (``funcgrad.fit_epochs``). Without MNIST the 1 500 stand-in di
 import torch
 
 import funcgrad as fg
+from compare.runtime import Timed
 from compare.cases import mnist_training
 
 NAME = "mnist-batch-64"
 SOURCE = "beyond the seeds (002's model as nn.Linear)"
+READS_MNIST = True  # real MNIST when a folder is given, else the stand-in digits
 BATCH_SIZE = 64
 NUM_EPOCHS = 2
 LEARNING_RATE = 0.1
 NUM_CLASSES = 10
 
 
-def run(ctx):
+def setup(ctx):
+    """The data, nn.Linear's initial weights (drawn once in float32) and both epochs' order."""
     data_name, data = ctx.mnist()
-    init_key, order_key = ctx.key(64), ctx.key(65)
     num_pixels = data["train_images"][0].size
-    initial = ctx.cast(fg.to_state_dict(fg.linear_init(init_key, num_pixels, NUM_CLASSES)))
-    batches = fg.loader_batches(order_key, len(data["train_labels"]), BATCH_SIZE, NUM_EPOCHS)
+    initial = ctx.cast(fg.to_state_dict(fg.linear_init(ctx.key(64), num_pixels, NUM_CLASSES)))
+    batches = fg.loader_batches(ctx.key(65), len(data["train_labels"]), BATCH_SIZE, NUM_EPOCHS)
+    return data_name, data, initial, batches
 
-    jax_results = mnist_training.jax_train(fg.linear_apply, fg.from_state_dict(initial), data, batches,
-                                           LEARNING_RATE)
 
-    model = torch.nn.Linear(num_pixels, NUM_CLASSES).to(device=ctx.torch_device, dtype=ctx.torch_dtype)
-    model.load_state_dict({name: ctx.to_torch(value) for name, value in initial.items()})
-    datasets = mnist_training.torch_datasets(ctx, data)
-    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
-    losses, first_grads = mnist_training.torch_train(model, optimizer, datasets["train"], batches)
-    torch_results = mnist_training.training_results(first_grads, losses, model.state_dict()) | (
-        mnist_training.torch_test(model, datasets["test"]))
-    info = {"data": data_name, "steps per epoch": batches.steps_per_epoch,
-            "short batch": int(batches.last.shape[1])}
-    return jax_results, torch_results, info
+def run(ctx):
+    data_name, data, initial, batches = setup(ctx)
+    info = {"data": data_name, "steps per epoch": batches.steps_per_epoch, "short batch": int(batches.last.shape[1])}
+    return jax_side(data, initial, batches), torch_side(ctx, data, initial, batches), info
+
+
+def timed(ctx) -> Timed:
+    data_name, data, initial, batches = setup(ctx)
+    runs = mnist_training.timed(ctx, fg.linear_apply, torch_model(ctx, initial), initial, data, batches, LEARNING_RATE)
+    return Timed(batches.num_steps, runs, {"funcgrad": data_name})
+
+
+def jax_side(data, initial, batches):
+    return mnist_training.jax_train(fg.linear_apply, fg.from_state_dict(initial), data, batches, LEARNING_RATE)
+
+
+def torch_side(ctx, data, initial, batches):
+    return mnist_training.torch_train_and_test(ctx, torch_model(ctx, initial), initial, data, batches,
+                                               LEARNING_RATE)
+
+
+def torch_model(ctx, initial) -> torch.nn.Linear:
+    return torch.nn.Linear(*initial["weight"].shape[::-1]).to(device=ctx.torch_device, dtype=ctx.torch_dtype)

@@ -11,10 +11,12 @@ batches of 20 for 10 epochs.
 import torch
 
 import funcgrad as fg
+from compare.runtime import Timed
 from compare.cases import mnist_training
 
 NAME = "mnist-mlp"
 SOURCE = "beyond the seeds (002's data, a hidden layer)"
+READS_MNIST = True  # real MNIST when a folder is given, else the stand-in digits
 HIDDEN = 128
 NUM_CLASSES = 10
 BATCH_SIZE, NUM_EPOCHS = 100, 1
@@ -22,25 +24,39 @@ STAND_IN_BATCH_SIZE, STAND_IN_EPOCHS = 20, 10
 LEARNING_RATE = 0.1
 
 
-def run(ctx):
+def setup(ctx):
+    """The data, the MLP's initial weights (drawn once in float32) and every epoch's order."""
     data_name, data = ctx.mnist()
-    num_pixels = data["train_images"][0].size
-    sizes = (num_pixels, HIDDEN, NUM_CLASSES)
+    sizes = (data["train_images"][0].size, HIDDEN, NUM_CLASSES)
     initial = ctx.cast(fg.to_state_dict(fg.mlp_init(ctx.key(128), sizes)))
     batch_size, num_epochs = ((BATCH_SIZE, NUM_EPOCHS) if data_name == "MNIST"
                               else (STAND_IN_BATCH_SIZE, STAND_IN_EPOCHS))
     batches = fg.loader_batches(ctx.key(129), len(data["train_labels"]), batch_size, num_epochs)
+    return data_name, data, initial, batches
 
-    jax_results = mnist_training.jax_train(fg.mlp_apply, fg.from_state_dict(initial), data, batches,
-                                           LEARNING_RATE)
 
+def run(ctx):
+    data_name, *args = setup(ctx)
+    return jax_side(*args), torch_side(ctx, *args), {"data": data_name}
+
+
+def timed(ctx) -> Timed:
+    data_name, data, initial, batches = setup(ctx)
+    runs = mnist_training.timed(ctx, fg.mlp_apply, torch_model(ctx, initial), initial, data, batches, LEARNING_RATE)
+    return Timed(batches.num_steps, runs, {"funcgrad": data_name})
+
+
+def jax_side(data, initial, batches):
+    return mnist_training.jax_train(fg.mlp_apply, fg.from_state_dict(initial), data, batches, LEARNING_RATE)
+
+
+def torch_side(ctx, data, initial, batches):
+    return mnist_training.torch_train_and_test(ctx, torch_model(ctx, initial), initial, data, batches,
+                                               LEARNING_RATE)
+
+
+def torch_model(ctx, initial) -> torch.nn.Sequential:
+    num_pixels = initial["0.weight"].shape[1]
     model = torch.nn.Sequential(torch.nn.Linear(num_pixels, HIDDEN), torch.nn.ReLU(),
                                 torch.nn.Linear(HIDDEN, NUM_CLASSES))
-    model = model.to(device=ctx.torch_device, dtype=ctx.torch_dtype)
-    model.load_state_dict({name: ctx.to_torch(value) for name, value in initial.items()})
-    datasets = mnist_training.torch_datasets(ctx, data)
-    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
-    losses, first_grads = mnist_training.torch_train(model, optimizer, datasets["train"], batches)
-    torch_results = mnist_training.training_results(first_grads, losses, model.state_dict()) | (
-        mnist_training.torch_test(model, datasets["test"]))
-    return jax_results, torch_results, {"data": data_name}
+    return model.to(device=ctx.torch_device, dtype=ctx.torch_dtype)

@@ -14,11 +14,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import funcgrad as fg
+from compare.runtime import Timed
 from funcgrad.parity import Exact, History, Logits
 from funcgrad.tutorials import mnist_softmax as tutorial
 
 NAME = "mnist-softmax"
 SOURCE = "002"
+READS_MNIST = True  # real MNIST when a folder is given, else the stand-in digits
 STAND_IN_BATCH_SIZE = 20
 STAND_IN_EPOCHS = 10
 
@@ -38,6 +40,24 @@ def run(ctx):
     jax_results = jax_side(data, initial, order)
     torch_results = torch_side(ctx, data, initial, order)
     return jax_results, torch_results, {"data": data_name}
+
+
+def timed(ctx) -> Timed:
+    """Both sides, and the floor: the forward and weight-gradient matmuls over every row,
+    which no epoch can avoid."""
+    data_name, data, initial, order = setup(ctx)
+    pixels = jnp.asarray(data["train_images"].reshape(len(data["train_images"]), -1), ctx.dtype) / 255
+    weights = jnp.asarray(initial["W"])
+    floor = jax.jit(lambda x, w: x.T @ (x @ w))
+    params = fg.from_state_dict(initial)
+    images, labels = jnp.asarray(data["train_images"]), jnp.asarray(data["train_labels"], jnp.int32)
+    train_loader = DataLoader(torch_dataset(ctx, data, "train"), batch_size=order.shape[1],
+                              sampler=order.ravel().tolist())
+    W, b = (ctx.to_torch(initial[name]).requires_grad_() for name in ("W", "b"))
+    return Timed(len(order), {"funcgrad": lambda: tutorial.train_epoch(params, images, labels, order),
+                              "torch-eager": lambda: torch_train(W, b, train_loader),
+                              "floor": lambda: floor(pixels, weights)},
+                 {"funcgrad": data_name, "floor": "x @ W and x.T @ g over all rows"})
 
 
 def jax_side(data, initial, order):
@@ -65,20 +85,14 @@ def to_tensor(ctx, images):
     return ctx.to_torch(images).to(ctx.torch_dtype).div(255)
 
 
-def torch_side(ctx, data, initial, order):
-    mnist_train = TensorDataset(to_tensor(ctx, data["train_images"]),
-                                ctx.to_torch(data["train_labels"].astype(np.int64)))
-    mnist_test = TensorDataset(to_tensor(ctx, data["test_images"]),
-                               ctx.to_torch(data["test_labels"].astype(np.int64)))
-    # The seed's shuffle=True, with the batch order handed over instead of drawn by torch
-    # (every epoch's permutation, one after the other).
-    train_loader = DataLoader(mnist_train, batch_size=order.shape[1], sampler=order.ravel().tolist())
-    test_loader = DataLoader(mnist_test, batch_size=100, shuffle=False)
-    num_pixels = data["train_images"][0].size
+def torch_dataset(ctx, data, split: str) -> TensorDataset:
+    return TensorDataset(to_tensor(ctx, data[f"{split}_images"]),
+                         ctx.to_torch(data[f"{split}_labels"].astype(np.int64)))
 
-    W = ctx.to_torch(initial["W"])
-    W.requires_grad_()
-    b = ctx.to_torch(initial["b"]).requires_grad_()
+
+def torch_train(W, b, train_loader):
+    """The seed's loop over ``train_loader``; every batch's loss and the first batch's gradients."""
+    num_pixels = W.shape[0]
     optimizer = torch.optim.SGD([W, b], lr=tutorial.LEARNING_RATE)
 
     losses, grads = [], None
@@ -92,6 +106,21 @@ def torch_side(ctx, data, initial, order):
             grads = (W.grad.clone(), b.grad.clone())
         optimizer.step()
         losses.append(cross_entropy.detach())
+    return losses, grads
+
+
+def torch_side(ctx, data, initial, order):
+    mnist_train, mnist_test = torch_dataset(ctx, data, "train"), torch_dataset(ctx, data, "test")
+    # The seed's shuffle=True, with the batch order handed over instead of drawn by torch
+    # (every epoch's permutation, one after the other).
+    train_loader = DataLoader(mnist_train, batch_size=order.shape[1], sampler=order.ravel().tolist())
+    test_loader = DataLoader(mnist_test, batch_size=100, shuffle=False)
+    num_pixels = data["train_images"][0].size
+
+    W = ctx.to_torch(initial["W"])
+    W.requires_grad_()
+    b = ctx.to_torch(initial["b"]).requires_grad_()
+    losses, grads = torch_train(W, b, train_loader)
 
     correct, all_logits = 0, []
     with torch.no_grad():

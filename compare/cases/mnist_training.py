@@ -29,18 +29,41 @@ def jax_train(apply, params, data, batches: fg.EpochBatches, learning_rate: floa
     step's gradients, every step's loss, the trained params (``state_dict`` keys) and the
     test results."""
     dtype = jax.tree.leaves(params)[0].dtype
-
-    def loss_fn(params, batch):
-        images, labels = batch
-        return fg.cross_entropy(apply(params, jax_pixels(images, dtype)), labels)
+    loss_fn = pixel_loss(apply, dtype)
 
     train = (jnp.asarray(data["train_images"]), jnp.asarray(data["train_labels"], jnp.int32))
     first_batch = jax.tree.map(lambda leaf: leaf[batches.epoch(0)[0]], train)
     first_grads = jax.grad(loss_fn)(params, first_batch)
-    optimizer = fg.optim.sgd(learning_rate)
-    trained, _, losses = fg.fit_epochs(loss_fn, optimizer, params, optimizer.init(params), train, batches)
+    trained, losses = jax_fit(loss_fn, params, train, batches, learning_rate)
     return training_results(fg.to_state_dict(first_grads), losses, fg.to_state_dict(trained)) | jax_test(
         apply, trained, data, dtype)
+
+
+def jax_fit(loss_fn, params, train, batches: fg.EpochBatches, learning_rate: float):
+    """``SGD(lr)`` over every epoch of ``batches``, one compiled loop; trained params and losses."""
+    optimizer = fg.optim.sgd(learning_rate)
+    trained, _, losses = fg.fit_epochs(loss_fn, optimizer, params, optimizer.init(params), train, batches)
+    return trained, losses
+
+
+def pixel_loss(apply, dtype):
+    """Cross-entropy of ``apply`` on uint8 images scaled to [0, 1] in ``dtype``."""
+    def loss_fn(params, batch):
+        images, labels = batch
+        return fg.cross_entropy(apply(params, jax_pixels(images, dtype)), labels)
+    return loss_fn
+
+
+def timed(ctx, apply, model, initial, data, batches, learning_rate) -> dict:
+    """Both training loops alone, on data already converted: ``Timed.runs`` of an MNIST case."""
+    params = fg.from_state_dict(initial)
+    loss_fn = pixel_loss(apply, jax.tree.leaves(params)[0].dtype)
+    train = (jnp.asarray(data["train_images"]), jnp.asarray(data["train_labels"], jnp.int32))
+    model.load_state_dict({name: ctx.to_torch(value) for name, value in initial.items()})
+    train_set = torch_datasets(ctx, data)["train"]
+    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+    return {"funcgrad": lambda: jax_fit(loss_fn, params, train, batches, learning_rate),
+            "torch-eager": lambda: torch_train(model, optimizer, train_set, batches)}
 
 
 def training_results(first_grads, losses, trained) -> dict:
@@ -49,6 +72,16 @@ def training_results(first_grads, losses, trained) -> dict:
         "loss per step": History(losses),
         **{f"trained {name}": value for name, value in trained.items()},
     }
+
+
+def torch_train_and_test(ctx, model, initial, data, batches, learning_rate: float) -> dict:
+    """``model`` loaded with ``initial``, trained with ``SGD(lr)`` over ``batches``, then
+    tested: the results :func:`jax_train` reports, from torch."""
+    model.load_state_dict({name: ctx.to_torch(value) for name, value in initial.items()})
+    datasets = torch_datasets(ctx, data)
+    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+    losses, first_grads = torch_train(model, optimizer, datasets["train"], batches)
+    return training_results(first_grads, losses, model.state_dict()) | torch_test(model, datasets["test"])
 
 
 def torch_datasets(ctx, data) -> dict[str, TensorDataset]:

@@ -7,7 +7,6 @@ of its sides).
 
 import jax
 import jax.numpy as jnp
-import optax
 
 import funcgrad as fg
 
@@ -22,7 +21,7 @@ def loss_fn(params: dict, batch) -> jax.Array:
 
 def train(params: dict, x, y, num_steps: int = NUM_STEPS, lr: float = LEARNING_RATE):
     """Full-batch SGD; return the trained params and the loss of every step."""
-    optimizer = optax.sgd(lr)
+    optimizer = fg.optim.sgd(lr)
     batch = (jnp.asarray(x), jnp.asarray(y))
     params, _, losses = fg.fit_full_batch(
         loss_fn, optimizer, params, optimizer.init(params), batch, num_steps

@@ -7,7 +7,6 @@ of its sides).
 
 import jax
 import jax.numpy as jnp
-import optax
 
 import funcgrad as fg
 
@@ -31,7 +30,7 @@ def loss_fn(params: dict, batch) -> jax.Array:
 
 def train(params: dict, x_train, y_train, num_epochs: int = NUM_EPOCHS, lr: float = LEARNING_RATE):
     """Full-batch SGD; return the trained params and the loss of every epoch."""
-    optimizer = optax.sgd(lr)
+    optimizer = fg.optim.sgd(lr)
     batch = (jnp.asarray(x_train), jnp.asarray(y_train, dtype=jnp.int32))
     params, _, losses = fg.fit_full_batch(
         loss_fn, optimizer, params, optimizer.init(params), batch, num_epochs

@@ -10,7 +10,6 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import funcgrad as fg
 
@@ -44,7 +43,7 @@ def train_epoch(params: dict, images, labels, batch_indices, lr=LEARNING_RATE, n
 
     >>> params, losses = train_epoch(params, images, labels, fg.shuffled_batch_indices(key, 60_000, 100))
     """
-    optimizer = optax.sgd(lr)
+    optimizer = fg.optim.sgd(lr)
     opt_state = optimizer.init(params)
     data = (jnp.asarray(images), jnp.asarray(labels, dtype=jnp.int32))
     losses = []
