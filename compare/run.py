@@ -38,10 +38,19 @@ def run_sides(name: str, ctx: Context) -> Sides:
         raise ValueError(f"unknown case {name!r}; known cases: {', '.join(CASES)}")
     start = time.perf_counter()
     with jax.enable_x64(ctx.dtype == np.float64), jax.default_device(ctx.jax_device):
-        jax_results, torch_results, *info = CASES[name].run(ctx)
+        jax_results, torch_results, *info = run_case_module(CASES[name], ctx)
         jax_results = to_numpy(jax_results)
     return Sides(jax_results, to_numpy(torch_results), info[0] if info else {},
                  time.perf_counter() - start)
+
+
+def run_case_module(case, ctx) -> tuple:
+    """A case's ``run(ctx)``, or, for a case without one, ``jax_side(*args)`` and
+    ``torch_side(ctx, *args)`` of ``args = setup(ctx)``."""
+    if hasattr(case, "run"):
+        return case.run(ctx)
+    args = case.setup(ctx)
+    return case.jax_side(*args), case.torch_side(ctx, *args)
 
 
 def judge(name: str, ctx: Context, sides: Sides, reference: dict | None = None) -> dict:

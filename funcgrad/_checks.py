@@ -51,6 +51,13 @@ def first_nonfinite(values: np.ndarray) -> int | None:
     return int(np.argmax(bad)) if bad.any() else None
 
 
+def check_float_pair(what: str, inputs, targets, inputs_name: str) -> None:
+    """An elementwise loss's two arguments: the same shape, both float32/float64 and finite."""
+    check_same_shape(what, inputs, targets, inputs_name, "targets")
+    check_float_input(what, inputs, inputs_name)
+    check_float_input(what, targets, "targets")
+
+
 def check_finite(what: str, x, name: str) -> None:
     """NaN or inf in a concrete array is an error naming how many and where the first is."""
     if not is_concrete(x):

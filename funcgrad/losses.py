@@ -39,9 +39,7 @@ def mse_loss(predictions: jax.Array, targets: jax.Array, reduction: str = "mean"
     Array(2., dtype=float32)
     """
     what = "mse_loss"
-    _checks.check_same_shape(what, predictions, targets, "predictions", "targets")
-    _checks.check_float_input(what, predictions, "predictions")
-    _checks.check_float_input(what, targets, "targets")
+    _checks.check_float_pair(what, predictions, targets, "predictions")
     return _reduce(what, optax.squared_error(predictions, targets), reduction)
 
 
@@ -81,9 +79,7 @@ def binary_cross_entropy(probs: jax.Array, targets: jax.Array, reduction: str = 
     Array(0.04404..., dtype=float32)
     """
     what = "binary_cross_entropy"
-    _checks.check_same_shape(what, probs, targets, "probs", "targets")
-    _checks.check_float_input(what, probs, "probs")
-    _checks.check_float_input(what, targets, "targets")
+    _checks.check_float_pair(what, probs, targets, "probs")
     _checks.check_in_unit_interval(what, probs, "probs")
     _checks.check_in_unit_interval(what, targets, "targets")
     return _reduce(what, _binary_cross_entropy_elementwise(probs, targets), reduction)
@@ -98,9 +94,7 @@ def bce_with_logits(logits: jax.Array, targets: jax.Array, reduction: str = "mea
     Array(0.04406..., dtype=float32)
     """
     what = "bce_with_logits"
-    _checks.check_same_shape(what, logits, targets, "logits", "targets")
-    _checks.check_float_input(what, logits, "logits")
-    _checks.check_float_input(what, targets, "targets")
+    _checks.check_float_pair(what, logits, targets, "logits")
     _checks.check_in_unit_interval(what, targets, "targets")
     return _reduce(what, optax.sigmoid_binary_cross_entropy(logits, targets), reduction)
 

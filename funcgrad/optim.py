@@ -105,12 +105,7 @@ def adam(
 
     >>> optimizer = adam(1e-3, weight_decay=1e-2, amsgrad=True)
     """
-    _check_non_negative("adam", learning_rate=learning_rate, eps=eps, weight_decay=weight_decay)
-    return optax.chain(
-        *_torch_gradient_prelude(maximize, weight_decay),
-        scale_by_torch_adam(*betas, eps, amsgrad=amsgrad),
-        optax.scale_by_learning_rate(learning_rate),
-    )
+    return _adam("adam", learning_rate, betas, eps, weight_decay, amsgrad, maximize, decoupled=False)
 
 
 @_memoized
@@ -130,11 +125,17 @@ def adamw(
 
     >>> optimizer = adamw(1e-3)
     """
-    _check_non_negative("adamw", learning_rate=learning_rate, eps=eps, weight_decay=weight_decay)
+    return _adam("adamw", learning_rate, betas, eps, weight_decay, amsgrad, maximize, decoupled=True)
+
+
+def _adam(what, learning_rate, betas, eps, weight_decay, amsgrad, maximize, decoupled) -> optax.GradientTransformation:
+    """Adam's chain in torch's order: the L2 term joins the gradient (Adam) or the decay
+    joins the step beside the Adam direction (AdamW, as ``optax.adamw`` chains it)."""
+    _check_non_negative(what, learning_rate=learning_rate, eps=eps, weight_decay=weight_decay)
     return optax.chain(
-        *_torch_gradient_prelude(maximize, 0.0),
+        *_torch_gradient_prelude(maximize, 0.0 if decoupled else weight_decay),
         scale_by_torch_adam(*betas, eps, amsgrad=amsgrad),
-        optax.add_decayed_weights(weight_decay),
+        *([optax.add_decayed_weights(weight_decay)] if decoupled else []),
         optax.scale_by_learning_rate(learning_rate),
     )
 

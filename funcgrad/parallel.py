@@ -79,14 +79,8 @@ def shard_batch_indices(batch_indices, mesh: Mesh) -> jax.Array:
     return jax.device_put(batch_indices, NamedSharding(mesh, PartitionSpec(None, DATA_AXIS)))
 
 
-def batch_sharding(
-    loss_fn: LossFn,
-    optimizer: optax.GradientTransformation,
-    params: Params,
-    opt_state: optax.OptState,
-    data: Batch,
-    batch_indices: jax.Array,
-) -> Batch:
+def batch_sharding(loss_fn: LossFn, optimizer: optax.GradientTransformation, params: Params,
+                   opt_state: optax.OptState, data: Batch, batch_indices: jax.Array) -> Batch:
     """How :func:`funcgrad.fit_minibatches`' compiled loop shards each batch, leaf by leaf.
 
     Runs the loop's first step, sharded as ``batch_indices`` is, with a copy of

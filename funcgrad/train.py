@@ -70,14 +70,7 @@ def fit_full_batch(
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn", "optimizer", "num_steps"))
-def _fit_full_batch(
-    loss_fn: LossFn,
-    optimizer: optax.GradientTransformation,
-    params: Params,
-    opt_state: optax.OptState,
-    batch: Batch,
-    num_steps: int,
-) -> tuple[Params, optax.OptState, jax.Array]:
+def _fit_full_batch(loss_fn, optimizer, params, opt_state, batch, num_steps):
     """The compiled loop behind the public function of the same name (no checks)."""
 
     def step(carry, _):
@@ -117,15 +110,15 @@ def fit_minibatches(
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn", "optimizer"))
-def _fit_minibatches(
-    loss_fn: LossFn,
-    optimizer: optax.GradientTransformation,
-    params: Params,
-    opt_state: optax.OptState,
-    data: Batch,
-    batch_indices: jax.Array,
-) -> tuple[Params, optax.OptState, jax.Array]:
+def _fit_minibatches(loss_fn, optimizer, params, opt_state, data, batch_indices):
     """The compiled loop behind the public function of the same name (no checks)."""
+    step = _minibatch_step(loss_fn, optimizer, data)
+    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), batch_indices)
+    return params, opt_state, losses
+
+
+def _minibatch_step(loss_fn, optimizer, data):
+    """A scan body: one :func:`train_step` on the rows ``indices`` of ``data``, gathered in the loop."""
 
     def step(carry, indices):
         params, opt_state = carry
@@ -133,8 +126,7 @@ def _fit_minibatches(
         params, opt_state, loss = train_step(loss_fn, optimizer, params, opt_state, batch)
         return (params, opt_state), loss
 
-    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), batch_indices)
-    return params, opt_state, losses
+    return step
 
 
 def shuffled_batch_indices(
@@ -250,12 +242,7 @@ def fit_epochs(
 def _fit_epochs(loss_fn, optimizer, params, opt_state, data, full, last):
     """The compiled loop behind :func:`fit_epochs` (no checks): a scan over epochs, each a
     scan over its full batches and then one step on its short batch, when there is one."""
-
-    def step(carry, indices):
-        params, opt_state = carry
-        batch = jax.tree.map(lambda leaf: leaf[indices], data)
-        params, opt_state, loss = train_step(loss_fn, optimizer, params, opt_state, batch)
-        return (params, opt_state), loss
+    step = _minibatch_step(loss_fn, optimizer, data)
 
     def epoch(carry, epoch_batches):
         epoch_full, epoch_last = epoch_batches

@@ -14,29 +14,28 @@ from funcgrad.parity import TOLERANCES
 from tests.helpers_torch import DTYPES, jax_precision
 
 NUM_STEPS = 120
-# label: (funcgrad optimizer, torch optimizer class and keyword arguments)
-CONFIGS = {
-    "sgd": (lambda: fg.optim.sgd(0.1), (torch.optim.SGD, dict(lr=0.1))),
-    "sgd momentum": (lambda: fg.optim.sgd(0.1, momentum=0.9), (torch.optim.SGD, dict(lr=0.1, momentum=0.9))),
-    "sgd nesterov": (lambda: fg.optim.sgd(0.1, momentum=0.9, nesterov=True),
-                     (torch.optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True))),
-    "sgd dampening": (lambda: fg.optim.sgd(0.1, momentum=0.8, dampening=0.3),
-                      (torch.optim.SGD, dict(lr=0.1, momentum=0.8, dampening=0.3))),
-    "sgd weight decay": (lambda: fg.optim.sgd(0.1, weight_decay=0.05),
-                         (torch.optim.SGD, dict(lr=0.1, weight_decay=0.05))),
-    "sgd maximize": (lambda: fg.optim.sgd(0.1, momentum=0.5, dampening=0.1, weight_decay=0.01, maximize=True),
-                     (torch.optim.SGD, dict(lr=0.1, momentum=0.5, dampening=0.1, weight_decay=0.01, maximize=True))),
-    "adam": (lambda: fg.optim.adam(0.01), (torch.optim.Adam, dict(lr=0.01))),
-    "adam betas eps": (lambda: fg.optim.adam(0.01, betas=(0.8, 0.99), eps=1e-6),
-                       (torch.optim.Adam, dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6))),
-    "adam weight decay": (lambda: fg.optim.adam(0.01, weight_decay=0.1),
-                          (torch.optim.Adam, dict(lr=0.01, weight_decay=0.1))),
-    "adam amsgrad": (lambda: fg.optim.adam(0.01, amsgrad=True), (torch.optim.Adam, dict(lr=0.01, amsgrad=True))),
-    "adam maximize": (lambda: fg.optim.adam(0.01, maximize=True), (torch.optim.Adam, dict(lr=0.01, maximize=True))),
-    "adamw": (lambda: fg.optim.adamw(0.01), (torch.optim.AdamW, dict(lr=0.01))),
-    "adamw amsgrad": (lambda: fg.optim.adamw(0.01, weight_decay=0.2, amsgrad=True),
-                      (torch.optim.AdamW, dict(lr=0.01, weight_decay=0.2, amsgrad=True))),
-}
+# (torch.optim class, keyword arguments): funcgrad.optim's function of the same name takes
+# the same arguments, lr first.
+CONFIGS = [
+    ("SGD", dict(lr=0.1)),
+    ("SGD", dict(lr=0.1, momentum=0.9)),
+    ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True)),
+    ("SGD", dict(lr=0.1, momentum=0.8, dampening=0.3)),
+    ("SGD", dict(lr=0.1, weight_decay=0.05)),
+    ("SGD", dict(lr=0.1, momentum=0.5, dampening=0.1, weight_decay=0.01, maximize=True)),
+    ("Adam", dict(lr=0.01)),
+    ("Adam", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6)),
+    ("Adam", dict(lr=0.01, weight_decay=0.1)),
+    ("Adam", dict(lr=0.01, amsgrad=True)),
+    ("Adam", dict(lr=0.01, maximize=True)),
+    ("AdamW", dict(lr=0.01)),
+    ("AdamW", dict(lr=0.01, weight_decay=0.2, amsgrad=True)),
+]
+
+
+def funcgrad_optimizer(name, kwargs):
+    arguments = dict(kwargs)
+    return getattr(fg.optim, name.lower())(arguments.pop("lr"), **arguments)
 
 
 def gradient_stream(dtype, shape=(7,), seed=0):
@@ -70,14 +69,13 @@ def torch_trajectory(optimizer_class, kwargs, initial, grads, scheduler=None):
 
 
 @DTYPES
-@pytest.mark.parametrize("label", list(CONFIGS))
-def test_optimizer_matches_torch_update_by_update(label, dtype):
-    make, (optimizer_class, kwargs) = CONFIGS[label]
+@pytest.mark.parametrize("name, kwargs", CONFIGS, ids=[f"{name}{kwargs}" for name, kwargs in CONFIGS])
+def test_optimizer_matches_torch_update_by_update(name, kwargs, dtype):
     initial = np.linspace(-1, 1, 7).astype(dtype)
     grads = gradient_stream(dtype)
     with jax_precision(dtype):
-        ours = funcgrad_trajectory(make(), initial, grads)
-    theirs = torch_trajectory(optimizer_class, kwargs, initial, grads)
+        ours = funcgrad_trajectory(funcgrad_optimizer(name, kwargs), initial, grads)
+    theirs = torch_trajectory(getattr(torch.optim, name), kwargs, initial, grads)
     rtol, atol = TOLERANCES[np.dtype(dtype)] if dtype == np.float32 else (1e-12, 1e-12)
     np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=atol)
 

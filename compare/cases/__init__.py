@@ -1,6 +1,7 @@
 """The comparison cases, one module per section of the source material, in seed order.
 
-Each module has ``NAME``, ``SOURCE`` and ``run(ctx) -> (jax_results, torch_results[, info])``;
+Each module has ``NAME``, ``SOURCE`` and ``run(ctx) -> (jax_results, torch_results[, info])``,
+or instead ``setup(ctx) -> args`` with ``jax_side(*args)`` and ``torch_side(ctx, *args)``;
 optionally ``READS_MNIST`` (the tests then give it real MNIST) and ``timed(ctx) -> Timed`` (its
 sides for ``python -m compare.bench``). This dict is the one registry: the CLI, the bench, the
 mutants and the tests all read it.

@@ -1,12 +1,12 @@
 """linear-regression (seed 001): N = 30, y = 2 x1 - 1.5 x2 + 5, Linear(2, 1), MSE, SGD lr 0.1, 300 steps."""
 
 import jax
-import jax.numpy as jnp
 import torch
 import torch.nn as nn
 import torch.optim as optim
 
 import funcgrad as fg
+from compare.cases.linear_models import timed_full_batch, torch_linear
 from compare.runtime import Timed
 from funcgrad.parity import History
 from funcgrad.tutorials import linear_regression as tutorial
@@ -21,18 +21,8 @@ def setup(ctx):
     return xs, ys_true, ctx.cast(fg.to_state_dict(fg.linear_init(ctx.key(5), 2, 1)))
 
 
-def run(ctx):
-    args = setup(ctx)
-    return jax_side(*args), torch_side(ctx, *args)
-
-
 def timed(ctx) -> Timed:
-    """Each side's training loop alone, on inputs already converted."""
-    xs, ys_true, initial = setup(ctx)
-    params, x, y = fg.from_state_dict(initial), jnp.asarray(xs), jnp.asarray(ys_true)
-    linear, x_t, y_t = torch_linear(ctx, initial), ctx.to_torch(xs), ctx.to_torch(ys_true)
-    return Timed(tutorial.NUM_STEPS, {"funcgrad": lambda: tutorial.train(params, x, y),
-                                      "torch-eager": lambda: torch_train(linear, x_t, y_t)})
+    return timed_full_batch(ctx, tutorial.NUM_STEPS, tutorial.train, torch_train, *setup(ctx))
 
 
 def jax_side(xs, ys_true, initial):
@@ -46,12 +36,6 @@ def jax_side(xs, ys_true, initial):
         "trained weight": params["weight"],
         "trained bias": params["bias"],
     }
-
-
-def torch_linear(ctx, initial) -> nn.Linear:
-    linear = nn.Linear(2, 1).to(ctx.torch_device, ctx.torch_dtype)
-    linear.load_state_dict({name: ctx.to_torch(value) for name, value in initial.items()})
-    return linear
 
 
 def torch_train(linear, xs, ys_true) -> torch.Tensor:

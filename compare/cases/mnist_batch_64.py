@@ -8,10 +8,9 @@ one compiled loop (``funcgrad.fit_epochs``). Without MNIST the 1 500 stand-in di
 23 full batches and one of 28 an epoch.
 """
 
-import torch
 
 import funcgrad as fg
-from compare.runtime import Timed
+from compare.cases.linear_models import torch_linear
 from compare.cases import mnist_training
 
 NAME = "mnist-batch-64"
@@ -32,26 +31,4 @@ def setup(ctx):
     return data_name, data, initial, batches
 
 
-def run(ctx):
-    data_name, data, initial, batches = setup(ctx)
-    info = {"data": data_name, "steps per epoch": batches.steps_per_epoch, "short batch": int(batches.last.shape[1])}
-    return jax_side(data, initial, batches), torch_side(ctx, data, initial, batches), info
-
-
-def timed(ctx) -> Timed:
-    data_name, data, initial, batches = setup(ctx)
-    runs = mnist_training.timed(ctx, fg.linear_apply, torch_model(ctx, initial), initial, data, batches, LEARNING_RATE)
-    return Timed(batches.num_steps, runs, {"funcgrad": data_name})
-
-
-def jax_side(data, initial, batches):
-    return mnist_training.jax_train(fg.linear_apply, fg.from_state_dict(initial), data, batches, LEARNING_RATE)
-
-
-def torch_side(ctx, data, initial, batches):
-    return mnist_training.torch_train_and_test(ctx, torch_model(ctx, initial), initial, data, batches,
-                                               LEARNING_RATE)
-
-
-def torch_model(ctx, initial) -> torch.nn.Linear:
-    return torch.nn.Linear(*initial["weight"].shape[::-1]).to(device=ctx.torch_device, dtype=ctx.torch_dtype)
+run, timed = mnist_training.case_functions(setup, fg.linear_apply, torch_linear, LEARNING_RATE)

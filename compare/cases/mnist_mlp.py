@@ -11,7 +11,6 @@ batches of 20 for 10 epochs.
 import torch
 
 import funcgrad as fg
-from compare.runtime import Timed
 from compare.cases import mnist_training
 
 NAME = "mnist-mlp"
@@ -35,28 +34,12 @@ def setup(ctx):
     return data_name, data, initial, batches
 
 
-def run(ctx):
-    data_name, *args = setup(ctx)
-    return jax_side(*args), torch_side(ctx, *args), {"data": data_name}
-
-
-def timed(ctx) -> Timed:
-    data_name, data, initial, batches = setup(ctx)
-    runs = mnist_training.timed(ctx, fg.mlp_apply, torch_model(ctx, initial), initial, data, batches, LEARNING_RATE)
-    return Timed(batches.num_steps, runs, {"funcgrad": data_name})
-
-
-def jax_side(data, initial, batches):
-    return mnist_training.jax_train(fg.mlp_apply, fg.from_state_dict(initial), data, batches, LEARNING_RATE)
-
-
-def torch_side(ctx, data, initial, batches):
-    return mnist_training.torch_train_and_test(ctx, torch_model(ctx, initial), initial, data, batches,
-                                               LEARNING_RATE)
-
 
 def torch_model(ctx, initial) -> torch.nn.Sequential:
     num_pixels = initial["0.weight"].shape[1]
     model = torch.nn.Sequential(torch.nn.Linear(num_pixels, HIDDEN), torch.nn.ReLU(),
                                 torch.nn.Linear(HIDDEN, NUM_CLASSES))
     return model.to(device=ctx.torch_device, dtype=ctx.torch_dtype)
+
+
+run, timed = mnist_training.case_functions(setup, fg.mlp_apply, torch_model, LEARNING_RATE)

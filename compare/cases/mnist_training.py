@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import funcgrad as fg
+from compare.runtime import Timed
 from funcgrad.parity import Exact, History, Logits
 
 TEST_BATCH_SIZE = 1000
@@ -54,16 +55,36 @@ def pixel_loss(apply, dtype):
     return loss_fn
 
 
-def timed(ctx, apply, model, initial, data, batches, learning_rate) -> dict:
-    """Both training loops alone, on data already converted: ``Timed.runs`` of an MNIST case."""
+def run(ctx, setup, apply, torch_model, learning_rate: float) -> tuple:
+    """An MNIST case's ``run``: both sides from ``setup = (data name, data, initial, batches)``,
+    the model ``apply(params, x)`` in JAX and ``torch_model(ctx, initial)`` in torch."""
+    data_name, data, initial, batches = setup
+    jax_results = jax_train(apply, fg.from_state_dict(initial), data, batches, learning_rate)
+    torch_results = torch_train_and_test(ctx, torch_model(ctx, initial), initial, data, batches, learning_rate)
+    info = {"data": data_name, "steps per epoch": batches.steps_per_epoch, "short batch": int(batches.last.shape[1])}
+    return jax_results, torch_results, info
+
+
+def case_functions(setup, apply, torch_model, learning_rate: float):
+    """An MNIST SGD case's ``run(ctx)`` and ``timed(ctx)``, from its ``setup(ctx)``, its model
+    (``apply(params, x)``; ``torch_model(ctx, initial)``) and its learning rate."""
+    return (lambda ctx: run(ctx, setup(ctx), apply, torch_model, learning_rate),
+            lambda ctx: timed_case(ctx, setup(ctx), apply, torch_model, learning_rate))
+
+
+def timed_case(ctx, setup, apply, torch_model, learning_rate: float) -> Timed:
+    """An MNIST case's ``timed``: both training loops alone, on data already converted."""
+    data_name, data, initial, batches = setup
+    model = torch_model(ctx, initial)
     params = fg.from_state_dict(initial)
     loss_fn = pixel_loss(apply, jax.tree.leaves(params)[0].dtype)
     train = (jnp.asarray(data["train_images"]), jnp.asarray(data["train_labels"], jnp.int32))
     model.load_state_dict({name: ctx.to_torch(value) for name, value in initial.items()})
     train_set = torch_datasets(ctx, data)["train"]
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
-    return {"funcgrad": lambda: jax_fit(loss_fn, params, train, batches, learning_rate),
-            "torch-eager": lambda: torch_train(model, optimizer, train_set, batches)}
+    return Timed(batches.num_steps, {"funcgrad": lambda: jax_fit(loss_fn, params, train, batches, learning_rate),
+                                     "torch-eager": lambda: torch_train(model, optimizer, train_set, batches)},
+                 {"funcgrad": data_name})
 
 
 def training_results(first_grads, losses, trained) -> dict:

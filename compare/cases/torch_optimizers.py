@@ -34,53 +34,44 @@ SOURCE = "beyond the seeds"
 NUM_STEPS = 150
 NUM_FEATURES, NUM_CLASSES = 2, 3
 
-# label: (funcgrad optimizer, torch optimizer, torch scheduler or None, funcgrad schedule
-# or None, loss sign: -1 climbs the negated loss with maximize=True).
-CONFIGS = {
-    "SGD(lr=0.1)": (
-        lambda: fg.optim.sgd(0.1), lambda p: torch.optim.SGD(p, lr=0.1), None, None, 1),
-    "SGD(lr=0.01, momentum=0.9)": (
-        lambda: fg.optim.sgd(0.01, momentum=0.9),
-        lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9), None, None, 1),
-    "SGD(lr=0.01, momentum=0.9, nesterov=True)": (
-        lambda: fg.optim.sgd(0.01, momentum=0.9, nesterov=True),
-        lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, nesterov=True), None, None, 1),
-    "SGD(lr=0.02, momentum=0.9, dampening=0.5, weight_decay=0.01)": (
-        lambda: fg.optim.sgd(0.02, momentum=0.9, dampening=0.5, weight_decay=0.01),
-        lambda p: torch.optim.SGD(p, lr=0.02, momentum=0.9, dampening=0.5, weight_decay=0.01),
-        None, None, 1),
-    "SGD(lr=0.1, momentum=0.5, weight_decay=0.01, maximize=True)": (
-        lambda: fg.optim.sgd(0.1, momentum=0.5, weight_decay=0.01, maximize=True),
-        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.5, weight_decay=0.01, maximize=True),
-        None, None, -1),
-    "Adam(lr=0.01)": (
-        lambda: fg.optim.adam(0.01), lambda p: torch.optim.Adam(p, lr=0.01), None, None, 1),
-    "Adam(lr=0.01, weight_decay=0.01)": (
-        lambda: fg.optim.adam(0.01, weight_decay=0.01),
-        lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.01), None, None, 1),
-    "Adam(lr=0.01, amsgrad=True)": (
-        lambda: fg.optim.adam(0.01, amsgrad=True),
-        lambda p: torch.optim.Adam(p, lr=0.01, amsgrad=True), None, None, 1),
-    "Adam(lr=0.01, maximize=True)": (
-        lambda: fg.optim.adam(0.01, maximize=True),
-        lambda p: torch.optim.Adam(p, lr=0.01, maximize=True), None, None, -1),
-    "AdamW(lr=0.01)": (
-        lambda: fg.optim.adamw(0.01), lambda p: torch.optim.AdamW(p, lr=0.01), None, None, 1),
-    "AdamW(lr=0.01, weight_decay=0.1, amsgrad=True)": (
-        lambda: fg.optim.adamw(0.01, weight_decay=0.1, amsgrad=True),
-        lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1, amsgrad=True), None, None, 1),
-    "SGD(lr=0.01, momentum=0.9) + StepLR(step_size=30, gamma=0.5)": (
-        lambda: fg.optim.sgd(fg.optim.step_lr(0.01, step_size=30, gamma=0.5), momentum=0.9),
-        lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9),
-        lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=30, gamma=0.5),
-        fg.optim.step_lr(0.01, step_size=30, gamma=0.5), 1),
+# (torch.optim class, its keyword arguments, torch scheduler class and arguments or None).
+# Both sides are built from the same arguments: funcgrad.optim's function of the class's
+# name takes them as torch does (lr first), and its schedule the scheduler's.
+CONFIGS = [
+    ("SGD", dict(lr=0.1), None),
+    ("SGD", dict(lr=0.01, momentum=0.9), None),
+    ("SGD", dict(lr=0.01, momentum=0.9, nesterov=True), None),
+    ("SGD", dict(lr=0.02, momentum=0.9, dampening=0.5, weight_decay=0.01), None),
+    ("SGD", dict(lr=0.1, momentum=0.5, weight_decay=0.01, maximize=True), None),
+    ("Adam", dict(lr=0.01), None),
+    ("Adam", dict(lr=0.01, weight_decay=0.01), None),
+    ("Adam", dict(lr=0.01, amsgrad=True), None),
+    ("Adam", dict(lr=0.01, maximize=True), None),
+    ("AdamW", dict(lr=0.01), None),
+    ("AdamW", dict(lr=0.01, weight_decay=0.1, amsgrad=True), None),
+    ("SGD", dict(lr=0.01, momentum=0.9), ("StepLR", dict(step_size=30, gamma=0.5))),
     # T_max below the run's length: torch's rate climbs back after step 50.
-    "Adam(lr=0.01) + CosineAnnealingLR(T_max=50, eta_min=1e-4)": (
-        lambda: fg.optim.adam(fg.optim.cosine_annealing_lr(0.01, t_max=50, eta_min=1e-4)),
-        lambda p: torch.optim.Adam(p, lr=0.01),
-        lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=50, eta_min=1e-4),
-        fg.optim.cosine_annealing_lr(0.01, t_max=50, eta_min=1e-4), 1),
-}
+    ("Adam", dict(lr=0.01), ("CosineAnnealingLR", dict(T_max=50, eta_min=1e-4))),
+]
+SCHEDULES = {"StepLR": fg.optim.step_lr, "CosineAnnealingLR": fg.optim.cosine_annealing_lr}
+
+
+def label(optimizer: str, kwargs: dict, scheduler) -> str:
+    """``Adam(lr=0.01, amsgrad=True) + StepLR(step_size=30, gamma=0.5)``."""
+    def call(name, arguments):
+        return f"{name}({', '.join(f'{key}={value}' for key, value in arguments.items())})"
+    return call(optimizer, kwargs) + (f" + {call(*scheduler)}" if scheduler else "")
+
+
+def funcgrad_optimizer(optimizer: str, kwargs: dict, scheduler):
+    """``fg.optim``'s twin of the configuration, and its schedule (None without a scheduler)."""
+    arguments = dict(kwargs)
+    rate = arguments.pop("lr")
+    schedule = None
+    if scheduler:
+        name, scheduler_arguments = scheduler
+        schedule = SCHEDULES[name](rate, *scheduler_arguments.values())
+    return getattr(fg.optim, optimizer.lower())(schedule or rate, **arguments), schedule
 
 
 def run(ctx):
@@ -89,9 +80,11 @@ def run(ctx):
     x, y = ctx.cast((x - x.mean(axis=0)) / x.std(axis=0)), iris["y_train"]
     initial = ctx.cast(fg.to_state_dict(fg.linear_init(ctx.key(23), NUM_FEATURES, NUM_CLASSES)))
     jax_results, torch_results = {}, {}
-    for label, (optimizer, torch_optimizer, torch_scheduler, schedule, sign) in CONFIGS.items():
-        jax_results |= jax_side(label, optimizer(), schedule, sign, initial, x, y)
-        torch_results |= torch_side(ctx, label, torch_optimizer, torch_scheduler, sign, initial, x, y)
+    for config in CONFIGS:
+        optimizer, schedule = funcgrad_optimizer(*config)
+        sign = -1 if config[1].get("maximize") else 1
+        jax_results |= jax_side(label(*config), optimizer, schedule, sign, initial, x, y)
+        torch_results |= torch_side(ctx, config, sign, initial, x, y)
     return jax_results, torch_results
 
 
@@ -122,24 +115,28 @@ def flat_state(params) -> jax.Array:
     return jnp.concatenate([jnp.ravel(params[name]) for name in sorted(params)])
 
 
-def jax_side(label, optimizer, schedule, sign, initial, x, y):
+def jax_side(name, optimizer, schedule, sign, initial, x, y):
     loss_fn = linear_loss if sign > 0 else negated_linear_loss
     batch = (jnp.asarray(x), jnp.asarray(y, jnp.int32))
     losses, params = trajectory(loss_fn, optimizer, fg.from_state_dict(initial), batch, jnp.arange(NUM_STEPS))
-    results = {f"{label} / loss per step": History(losses), f"{label} / params per step": History(params)}
+    results = {f"{name} / loss per step": History(losses), f"{name} / params per step": History(params)}
     if schedule is not None:
         dtype = np.asarray(x).dtype
-        results[f"{label} / lr per step"] = History(schedule(jnp.arange(NUM_STEPS)).astype(dtype))
+        results[f"{name} / lr per step"] = History(schedule(jnp.arange(NUM_STEPS)).astype(dtype))
     return results
 
 
-def torch_side(ctx, label, make_optimizer, make_scheduler, sign, initial, x, y):
+def torch_side(ctx, config, sign, initial, x, y):
     model = torch.nn.Linear(NUM_FEATURES, NUM_CLASSES)
     model = model.to(device=ctx.torch_device, dtype=ctx.torch_dtype)
     model.load_state_dict({name: ctx.to_torch(value) for name, value in initial.items()})
     inputs, targets = ctx.to_torch(x), ctx.to_torch(y)
-    optimizer = make_optimizer(model.parameters())
-    scheduler = make_scheduler(optimizer) if make_scheduler else None
+    optimizer_name, kwargs, scheduler_config = config
+    optimizer = getattr(torch.optim, optimizer_name)(model.parameters(), **kwargs)
+    scheduler = None
+    if scheduler_config:
+        scheduler_name, scheduler_kwargs = scheduler_config
+        scheduler = getattr(torch.optim.lr_scheduler, scheduler_name)(optimizer, **scheduler_kwargs)
     losses, params, rates = [], [], []
     for _ in range(NUM_STEPS):
         rates.append(optimizer.param_groups[0]["lr"])
@@ -152,9 +149,10 @@ def torch_side(ctx, label, make_optimizer, make_scheduler, sign, initial, x, y):
         losses.append(loss.detach())
         state = model.state_dict()
         params.append(torch.cat([state[name].detach().ravel() for name in sorted(state)]))
-    results = {f"{label} / loss per step": History(torch.stack(losses)),
-               f"{label} / params per step": History(torch.stack(params))}
+    name = label(*config)
+    results = {f"{name} / loss per step": History(torch.stack(losses)),
+               f"{name} / params per step": History(torch.stack(params))}
     if scheduler is not None:
         # torch keeps the rate as a Python float and casts it to the parameters' dtype.
-        results[f"{label} / lr per step"] = History(np.asarray(rates, dtype=ctx.dtype))
+        results[f"{name} / lr per step"] = History(np.asarray(rates, dtype=ctx.dtype))
     return results

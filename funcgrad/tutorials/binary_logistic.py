@@ -1,17 +1,11 @@
-"""Seed 001, second half: binary logistic regression on two 3-D Gaussian blobs.
-
-The section's settings and pure functions, read by ``examples/binary_logistic.py`` (which
-prints what the seed prints) and by the comparison case of the same section (both
-of its sides).
-"""
+"""Seed 001, second half: binary logistic regression on two 3-D Gaussian blobs."""
 
 import jax
 import jax.numpy as jnp
 
 import funcgrad as fg
-
-NUM_STEPS = 300
-LEARNING_RATE = 0.1
+from funcgrad.tutorials._sgd import full_batch_sgd
+from funcgrad.tutorials.linear_regression import LEARNING_RATE, NUM_STEPS  # both halves of seed 001 alike
 
 
 def loss_fn(params: dict, batch) -> jax.Array:
@@ -21,12 +15,7 @@ def loss_fn(params: dict, batch) -> jax.Array:
 
 def train(params: dict, x, y, num_steps: int = NUM_STEPS, lr: float = LEARNING_RATE):
     """Full-batch SGD; return the trained params and the loss of every step."""
-    optimizer = fg.optim.sgd(lr)
-    batch = (jnp.asarray(x), jnp.asarray(y))
-    params, _, losses = fg.fit_full_batch(
-        loss_fn, optimizer, params, optimizer.init(params), batch, num_steps
-    )
-    return params, losses
+    return full_batch_sgd(loss_fn, params, (jnp.asarray(x), jnp.asarray(y)), num_steps, lr)
 
 
 def predict_probabilities(params: dict, x) -> jax.Array:

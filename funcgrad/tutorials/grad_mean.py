@@ -1,9 +1,4 @@
-"""Seed 000 §1: the gradient of mean(2x), as ``z.backward(); x.grad``.
-
-The section's settings and pure functions, read by ``examples/grad_mean.py`` (which
-prints what the seed prints) and by the comparison case of the same section (both
-of its sides).
-"""
+"""Seed 000 §1: the gradient of mean(2x), as ``z.backward(); x.grad``."""
 
 import jax
 import jax.numpy as jnp

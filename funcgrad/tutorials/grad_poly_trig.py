@@ -1,9 +1,4 @@
-"""Seed 000 §2: z = x^3 y^2 + sin(x) cos(y) at (1, 2), its value and both partials.
-
-The section's settings and pure functions, read by ``examples/grad_poly_trig.py`` (which
-prints what the seed prints) and by the comparison case of the same section (both
-of its sides).
-"""
+"""Seed 000 §2: z = x^3 y^2 + sin(x) cos(y) at (1, 2), its value and both partials."""
 
 import jax
 import jax.numpy as jnp

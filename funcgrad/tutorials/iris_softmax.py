@@ -1,14 +1,10 @@
-"""Seed 000 afternoon: multinomial logistic regression on Iris's first two features.
-
-The section's settings and pure functions, read by ``examples/iris_softmax.py`` (which
-prints what the seed prints) and by the comparison case of the same section (both
-of its sides).
-"""
+"""Seed 000 afternoon: multinomial logistic regression on Iris's first two features."""
 
 import jax
 import jax.numpy as jnp
 
 import funcgrad as fg
+from funcgrad.tutorials._sgd import full_batch_sgd
 
 NUM_EPOCHS = 10_000
 LEARNING_RATE = 0.01
@@ -30,9 +26,5 @@ def loss_fn(params: dict, batch) -> jax.Array:
 
 def train(params: dict, x_train, y_train, num_epochs: int = NUM_EPOCHS, lr: float = LEARNING_RATE):
     """Full-batch SGD; return the trained params and the loss of every epoch."""
-    optimizer = fg.optim.sgd(lr)
     batch = (jnp.asarray(x_train), jnp.asarray(y_train, dtype=jnp.int32))
-    params, _, losses = fg.fit_full_batch(
-        loss_fn, optimizer, params, optimizer.init(params), batch, num_epochs
-    )
-    return params, losses
+    return full_batch_sgd(loss_fn, params, batch, num_epochs, lr)

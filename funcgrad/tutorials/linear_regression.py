@@ -1,14 +1,10 @@
-"""Seed 001, first half: linear regression on N = 30 points of y = 2 x1 - 1.5 x2 + 5.
-
-The section's settings and pure functions, read by ``examples/linear_regression.py`` (which
-prints what the seed prints) and by the comparison case of the same section (both
-of its sides).
-"""
+"""Seed 001, first half: linear regression on N = 30 points of y = 2 x1 - 1.5 x2 + 5."""
 
 import jax
 import jax.numpy as jnp
 
 import funcgrad as fg
+from funcgrad.tutorials._sgd import full_batch_sgd
 
 NUM_STEPS = 300
 LEARNING_RATE = 0.1
@@ -21,9 +17,4 @@ def loss_fn(params: dict, batch) -> jax.Array:
 
 def train(params: dict, x, y, num_steps: int = NUM_STEPS, lr: float = LEARNING_RATE):
     """Full-batch SGD; return the trained params and the loss of every step."""
-    optimizer = fg.optim.sgd(lr)
-    batch = (jnp.asarray(x), jnp.asarray(y))
-    params, _, losses = fg.fit_full_batch(
-        loss_fn, optimizer, params, optimizer.init(params), batch, num_steps
-    )
-    return params, losses
+    return full_batch_sgd(loss_fn, params, (jnp.asarray(x), jnp.asarray(y)), num_steps, lr)

@@ -1,9 +1,4 @@
-"""Seed 002: MNIST logistic regression from raw arrays, one epoch of minibatch SGD.
-
-The section's settings and pure functions, read by ``examples/mnist_softmax.py`` (which
-prints what the seed prints) and by the comparison case of the same section (both
-of its sides).
-"""
+"""Seed 002: MNIST logistic regression from raw arrays, one epoch of minibatch SGD."""
 
 import math
 

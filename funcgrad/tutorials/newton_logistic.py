@@ -1,9 +1,4 @@
-"""Seed 001's binary logistic regression by Newton's method, beside its 300 steps of SGD.
-
-The section's settings and pure functions, read by ``examples/newton_logistic.py`` (which
-prints what the seed prints) and by the comparison case of the same section (both
-of its sides).
-"""
+"""Seed 001's binary logistic regression by Newton's method, beside its 300 steps of SGD."""
 
 import functools
 

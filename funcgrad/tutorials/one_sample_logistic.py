@@ -1,9 +1,4 @@
-"""Seed 003: one-sample logistic regression, z = w x + b, sigmoid, binary cross-entropy.
-
-The section's settings and pure functions, read by ``examples/one_sample_logistic.py`` (which
-prints what the seed prints) and by the comparison case of the same section (both
-of its sides).
-"""
+"""Seed 003: one-sample logistic regression, z = w x + b, sigmoid, binary cross-entropy."""
 
 import jax
 

@@ -1,9 +1,4 @@
-"""Seed 000 §3: ``y.backward(v)`` as a vector-Jacobian product; ``no_grad`` and
-
-The section's settings and pure functions, read by ``examples/vjp_and_stop_gradient.py`` (which
-prints what the seed prints) and by the comparison case of the same section (both
-of its sides).
-"""
+"""Seed 000 §3: ``y.backward(v)`` as a vector-Jacobian product; ``no_grad`` and"""
 
 import jax
 import jax.numpy as jnp

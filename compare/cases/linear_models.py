@@ -1,0 +1,24 @@
+"""What the cases of one ``nn.Linear`` share: the torch layer holding the initial weights,
+and the timing of a full-batch run (linear-regression, binary-logistic)."""
+
+import jax.numpy as jnp
+import torch.nn as nn
+
+import funcgrad as fg
+from compare.runtime import Timed
+
+
+def torch_linear(ctx, initial) -> nn.Linear:
+    """An ``nn.Linear`` holding ``initial`` (its state_dict), in the run's dtype, on its device."""
+    out_features, in_features = initial["weight"].shape
+    linear = nn.Linear(in_features, out_features).to(ctx.torch_device, ctx.torch_dtype)
+    linear.load_state_dict({name: ctx.to_torch(value) for name, value in initial.items()})
+    return linear
+
+
+def timed_full_batch(ctx, steps: int, train, torch_train, xs, ys, initial) -> Timed:
+    """Each side's training loop alone, on inputs already converted: ``train(params, x, y)``
+    (the tutorial's) against ``torch_train(linear, x, y)`` (the case's twin)."""
+    params, x, y = fg.from_state_dict(initial), jnp.asarray(xs), jnp.asarray(ys)
+    linear, x_t, y_t = torch_linear(ctx, initial), ctx.to_torch(xs), ctx.to_torch(ys)
+    return Timed(steps, {"funcgrad": lambda: train(params, x, y), "torch-eager": lambda: torch_train(linear, x_t, y_t)})
