@@ -5,7 +5,7 @@ A *run* is a dict of what a training run produced; :func:`record_torch_run` and
 in ``state_dict`` form, so the two sides line up key by key::
 
     def torch_train(dtype):                       # your loop, in float32 or float64
-        model = make_model().to(torch_dtype(dtype))
+        model = make_model().to(torch.float64 if dtype == np.float64 else torch.float32)
         ...
         return record_torch_run(model, loop())    # loop() yields each step's loss
 
