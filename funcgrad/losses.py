@@ -24,9 +24,13 @@ _BCE_GRAD_EPSILON = float(np.float32(1e-12))
 _REDUCTIONS = {"mean": jnp.mean, "sum": jnp.sum, "none": lambda values: values}
 
 
-def _reduce(what: str, values: jax.Array, reduction: str) -> jax.Array:
+def _check_reduction(what: str, reduction: str) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{what}: reduction must be one of {list(_REDUCTIONS)}, got {reduction!r}")
+
+
+def _reduce(what: str, values: jax.Array, reduction: str) -> jax.Array:
+    _check_reduction(what, reduction)
     return _REDUCTIONS[reduction](values)
 
 
@@ -132,8 +136,7 @@ def cross_entropy(
     num_classes = jnp.shape(logits)[-1]
     _checks.check_float_input(what, logits, "logits")
     _checks.check_class_labels(what, labels, num_classes, ignore_index)
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{what}: reduction must be one of {list(_REDUCTIONS)}, got {reduction!r}")
+    _check_reduction(what, reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{what}: label_smoothing must lie in [0, 1], got {label_smoothing}")
     if weight is not None:
@@ -152,22 +155,22 @@ def cross_entropy(
     safe_labels = jnp.where(kept, labels, 0)
     picked = jnp.squeeze(jnp.take_along_axis(log_probs, jnp.expand_dims(safe_labels, -1), axis=-1), -1)
     class_weight = None if weight is None else jnp.asarray(weight, log_probs.dtype)
-    sample_weight = kept.astype(log_probs.dtype) if weight is None else jnp.where(kept, class_weight[safe_labels], 0.0)
+    sample_weight = None if weight is None else jnp.where(kept, class_weight[safe_labels], 0.0)
     # Masked with where, not a product: an ignored sample passes no gradient at all (torch's
     # backward skips it), not 0 * inf = NaN when every sample is ignored.
     nll = jnp.where(kept, -picked if weight is None else -picked * sample_weight, 0.0)
-    loss = _reduce_as_torch(nll, kept, sample_weight if weight is not None else None, reduction)
+    loss = _reduce_as_torch(nll, kept, sample_weight, reduction)
     if label_smoothing == 0.0:
         return loss
     class_weighted = log_probs if weight is None else log_probs * class_weight
     smooth = jnp.where(kept, -jnp.sum(class_weighted, axis=-1), 0.0)
-    smooth = _reduce_as_torch(smooth, kept, sample_weight if weight is not None else None, reduction)
+    smooth = _reduce_as_torch(smooth, kept, sample_weight, reduction)
     return (1 - label_smoothing) * loss + smooth * (label_smoothing / num_classes)
 
 
 def _reduce_as_torch(values, kept, sample_weight, reduction):
     """``nll_loss``'s reductions: ``"mean"`` divides by the kept samples' summed weights
-    (their count, unweighted). With nothing kept it is 0/0, NaN as in torch; the gradient
+    (their count when ``sample_weight`` is None: no class weights). With nothing kept it is 0/0, NaN as in torch; the gradient
     stays 0 there, as torch's, since ignored samples are masked with ``where``."""
     if reduction == "none":
         return values
