@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import torch.optim as optim
 
 import funcgrad as fg
-from compare.cases.linear_models import timed_full_batch, torch_linear
+from compare.cases.linear_models import grads_at_init, timed_full_batch, torch_linear
 from compare.runtime import Timed
 from funcgrad.parity import Exact, History, Logits
 from funcgrad.tutorials import binary_logistic as tutorial
@@ -64,8 +64,7 @@ def torch_train(linear, xs, ys_true) -> torch.Tensor:
 def torch_side(ctx, xs, ys_true, initial):
     xs, ys_true = ctx.to_torch(xs), ctx.to_torch(ys_true)
     linear = torch_linear(ctx, initial)
-    nn.BCEWithLogitsLoss()(linear(xs), ys_true).backward()
-    grads = {name: p.grad.clone() for name, p in linear.named_parameters()}
+    grads = grads_at_init(linear, nn.BCEWithLogitsLoss(), xs, ys_true)
     losses = torch_train(linear, xs, ys_true)
 
     with torch.no_grad():

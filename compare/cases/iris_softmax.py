@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.optim as optim
 
 import funcgrad as fg
+from compare.cases.linear_models import grads_at_init
 from compare.runtime import Timed
 from funcgrad.parity import Exact, History, Logits
 from funcgrad.tutorials import iris_softmax as tutorial
@@ -88,8 +89,7 @@ def torch_side(ctx, iris, initial):
     y_train, y_test = ctx.to_torch(iris["y_train"]), ctx.to_torch(iris["y_test"])
 
     model = torch_model(ctx, initial)
-    nn.CrossEntropyLoss()(model(X_train_2d), y_train).backward()
-    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    grads = grads_at_init(model, nn.CrossEntropyLoss(), X_train_2d, y_train)
     losses = torch_train(model, X_train_2d, y_train)
 
     with torch.no_grad():

@@ -1,5 +1,6 @@
 """What the cases of one ``nn.Linear`` share: the torch layer holding the initial weights,
-and the timing of a full-batch run (linear-regression, binary-logistic)."""
+the gradients at the initial weights, and the timing of a full-batch run (iris-softmax,
+linear-regression, binary-logistic)."""
 
 import jax.numpy as jnp
 import torch.nn as nn
@@ -14,6 +15,12 @@ def torch_linear(ctx, initial) -> nn.Linear:
     linear = nn.Linear(in_features, out_features).to(ctx.torch_device, ctx.torch_dtype)
     linear.load_state_dict({name: ctx.to_torch(value) for name, value in initial.items()})
     return linear
+
+
+def grads_at_init(model, criterion, x, y) -> dict:
+    """``criterion(model(x), y).backward()`` once, before training: each parameter's ``.grad``."""
+    criterion(model(x), y).backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
 def timed_full_batch(ctx, steps: int, train, torch_train, xs, ys, initial) -> Timed:

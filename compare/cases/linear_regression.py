@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.optim as optim
 
 import funcgrad as fg
-from compare.cases.linear_models import timed_full_batch, torch_linear
+from compare.cases.linear_models import grads_at_init, timed_full_batch, torch_linear
 from compare.runtime import Timed
 from funcgrad.parity import History
 from funcgrad.tutorials import linear_regression as tutorial
@@ -57,8 +57,7 @@ def torch_train(linear, xs, ys_true) -> torch.Tensor:
 def torch_side(ctx, xs, ys_true, initial):
     xs, ys_true = ctx.to_torch(xs), ctx.to_torch(ys_true)
     linear = torch_linear(ctx, initial)
-    nn.MSELoss()(linear(xs), ys_true).backward()
-    grads = {name: p.grad.clone() for name, p in linear.named_parameters()}
+    grads = grads_at_init(linear, nn.MSELoss(), xs, ys_true)
     losses = torch_train(linear, xs, ys_true)
     return {
         "weight grad at init": grads["weight"],

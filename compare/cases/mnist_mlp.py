@@ -36,10 +36,13 @@ def setup(ctx):
 
 
 def torch_model(ctx, initial) -> torch.nn.Sequential:
+    """The seed-style ``Sequential`` holding ``initial``, in the run's dtype, on its device."""
     num_pixels = initial["0.weight"].shape[1]
     model = torch.nn.Sequential(torch.nn.Linear(num_pixels, HIDDEN), torch.nn.ReLU(),
                                 torch.nn.Linear(HIDDEN, NUM_CLASSES))
-    return model.to(device=ctx.torch_device, dtype=ctx.torch_dtype)
+    model = model.to(device=ctx.torch_device, dtype=ctx.torch_dtype)
+    model.load_state_dict({name: ctx.to_torch(value) for name, value in initial.items()})
+    return model
 
 
 run, timed = mnist_training.case_functions(setup, fg.mlp_apply, torch_model, LEARNING_RATE)

@@ -46,7 +46,7 @@ def timed(ctx) -> Timed:
     """Both sides, and the floor: the forward and weight-gradient matmuls over every row,
     which no epoch can avoid."""
     data_name, data, initial, order = setup(ctx)
-    pixels = jnp.asarray(data["train_images"].reshape(len(data["train_images"]), -1), ctx.dtype) / 255
+    pixels = tutorial.pixels(jnp.asarray(data["train_images"]), ctx.dtype)
     weights = jnp.asarray(initial["W"])
     floor = jax.jit(lambda x, w: x.T @ (x @ w))
     params = fg.from_state_dict(initial)

@@ -2,8 +2,7 @@
 ``DataLoader``'s epochs on both sides, the same pixels, the same test pass.
 
     results = jax_train(fg.mlp_apply, params, data, batches, LEARNING_RATE)
-    datasets = torch_datasets(ctx, data)
-    losses, first_grads = torch_train(model, optimizer, datasets["train"], batches)
+    losses, first_grads = torch_train(model, optimizer, torch_dataset(ctx, data, "train"), batches)
 """
 
 import jax
@@ -14,30 +13,24 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import funcgrad as fg
+from compare.cases.mnist_softmax import to_tensor
 from compare.runtime import Timed
 from funcgrad.parity import Exact, History, Logits
+from funcgrad.tutorials import mnist_softmax as tutorial
 
 TEST_BATCH_SIZE = 1000
-
-
-def jax_pixels(images, dtype) -> jnp.ndarray:
-    """uint8 images as ``(N, pixels)`` floats in [0, 1]: ``ToTensor()`` then ``view(-1, 784)``."""
-    return images.reshape(images.shape[0], -1).astype(dtype) / 255
 
 
 def jax_train(apply, params, data, batches: fg.EpochBatches, learning_rate: float) -> dict:
     """SGD with cross-entropy over every epoch of ``batches`` (one compiled loop): the first
     step's gradients, every step's loss, the trained params (``state_dict`` keys) and the
     test results."""
-    dtype = jax.tree.leaves(params)[0].dtype
-    loss_fn = pixel_loss(apply, dtype)
-
-    train = (jnp.asarray(data["train_images"]), jnp.asarray(data["train_labels"], jnp.int32))
+    loss_fn, train = jax_setup(apply, params, data)
     first_batch = jax.tree.map(lambda leaf: leaf[batches.epoch(0)[0]], train)
     first_grads = jax.grad(loss_fn)(params, first_batch)
     trained, losses = jax_fit(loss_fn, params, train, batches, learning_rate)
     return training_results(fg.to_state_dict(first_grads), losses, fg.to_state_dict(trained)) | jax_test(
-        apply, trained, data, dtype)
+        apply, trained, data)
 
 
 def jax_fit(loss_fn, params, train, batches: fg.EpochBatches, learning_rate: float):
@@ -47,12 +40,16 @@ def jax_fit(loss_fn, params, train, batches: fg.EpochBatches, learning_rate: flo
     return trained, losses
 
 
-def pixel_loss(apply, dtype):
-    """Cross-entropy of ``apply`` on uint8 images scaled to [0, 1] in ``dtype``."""
+def jax_setup(apply, params, data):
+    """The cross-entropy of ``apply`` on uint8 images scaled in the params' dtype, and the
+    training set on the device."""
+    dtype = jax.tree.leaves(params)[0].dtype
+
     def loss_fn(params, batch):
         images, labels = batch
-        return fg.cross_entropy(apply(params, jax_pixels(images, dtype)), labels)
-    return loss_fn
+        return fg.cross_entropy(apply(params, tutorial.pixels(images, dtype)), labels)
+
+    return loss_fn, (jnp.asarray(data["train_images"]), jnp.asarray(data["train_labels"], jnp.int32))
 
 
 def run(ctx, setup, apply, torch_model, learning_rate: float) -> tuple:
@@ -60,7 +57,7 @@ def run(ctx, setup, apply, torch_model, learning_rate: float) -> tuple:
     the model ``apply(params, x)`` in JAX and ``torch_model(ctx, initial)`` in torch."""
     data_name, data, initial, batches = setup
     jax_results = jax_train(apply, fg.from_state_dict(initial), data, batches, learning_rate)
-    torch_results = torch_train_and_test(ctx, torch_model(ctx, initial), initial, data, batches, learning_rate)
+    torch_results = torch_train_and_test(ctx, torch_model, initial, data, batches, learning_rate)
     info = {"data": data_name, "steps per epoch": batches.steps_per_epoch, "short batch": int(batches.last.shape[1])}
     return jax_results, torch_results, info
 
@@ -75,13 +72,10 @@ def case_functions(setup, apply, torch_model, learning_rate: float):
 def timed_case(ctx, setup, apply, torch_model, learning_rate: float) -> Timed:
     """An MNIST case's ``timed``: both training loops alone, on data already converted."""
     data_name, data, initial, batches = setup
-    model = torch_model(ctx, initial)
     params = fg.from_state_dict(initial)
-    loss_fn = pixel_loss(apply, jax.tree.leaves(params)[0].dtype)
-    train = (jnp.asarray(data["train_images"]), jnp.asarray(data["train_labels"], jnp.int32))
-    model.load_state_dict({name: ctx.to_torch(value) for name, value in initial.items()})
-    train_set = torch_datasets(ctx, data)["train"]
-    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+    loss_fn, train = jax_setup(apply, params, data)
+    model, optimizer = torch_setup(ctx, torch_model, initial, learning_rate)
+    train_set = torch_dataset(ctx, data, "train")
     return Timed(batches.num_steps, {"funcgrad": lambda: jax_fit(loss_fn, params, train, batches, learning_rate),
                                      "torch-eager": lambda: torch_train(model, optimizer, train_set, batches)},
                  {"funcgrad": data_name})
@@ -95,23 +89,24 @@ def training_results(first_grads, losses, trained) -> dict:
     }
 
 
-def torch_train_and_test(ctx, model, initial, data, batches, learning_rate: float) -> dict:
-    """``model`` loaded with ``initial``, trained with ``SGD(lr)`` over ``batches``, then
-    tested: the results :func:`jax_train` reports, from torch."""
-    model.load_state_dict({name: ctx.to_torch(value) for name, value in initial.items()})
-    datasets = torch_datasets(ctx, data)
-    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
-    losses, first_grads = torch_train(model, optimizer, datasets["train"], batches)
-    return training_results(first_grads, losses, model.state_dict()) | torch_test(model, datasets["test"])
+def torch_train_and_test(ctx, torch_model, initial, data, batches, learning_rate: float) -> dict:
+    """``torch_model(ctx, initial)`` trained with ``SGD(lr)`` over ``batches``, then tested:
+    the results :func:`jax_train` reports, from torch."""
+    model, optimizer = torch_setup(ctx, torch_model, initial, learning_rate)
+    losses, first_grads = torch_train(model, optimizer, torch_dataset(ctx, data, "train"), batches)
+    return training_results(first_grads, losses, model.state_dict()) | torch_test(model, torch_dataset(ctx, data, "test"))
 
 
-def torch_datasets(ctx, data) -> dict[str, TensorDataset]:
-    """Train and test sets as ``TensorDataset``s of ``ToTensor``-scaled pixels and int64 labels."""
-    def dataset(split):
-        images = ctx.to_torch(data[f"{split}_images"]).to(ctx.torch_dtype).div(255)
-        return TensorDataset(images.flatten(1), ctx.to_torch(data[f"{split}_labels"].astype(np.int64)))
+def torch_setup(ctx, torch_model, initial, learning_rate: float):
+    """``torch_model(ctx, initial)`` (which loads ``initial``) and its ``SGD(lr)``."""
+    model = torch_model(ctx, initial)
+    return model, torch.optim.SGD(model.parameters(), lr=learning_rate)
 
-    return {"train": dataset("train"), "test": dataset("test")}
+
+def torch_dataset(ctx, data, split: str) -> TensorDataset:
+    """A split as a ``TensorDataset`` of ``ToTensor``-scaled, flattened pixels and int64 labels."""
+    images = to_tensor(ctx, data[f"{split}_images"]).flatten(1)
+    return TensorDataset(images, ctx.to_torch(data[f"{split}_labels"].astype(np.int64)))
 
 
 def torch_train(model, optimizer, train_set, batches: fg.EpochBatches):
@@ -141,9 +136,9 @@ def torch_test(model, test_set) -> dict:
     return test_results(logits, correct / len(test_set))
 
 
-def jax_test(apply, params, data, dtype) -> dict:
+def jax_test(apply, params, data) -> dict:
     """The JAX side of :func:`torch_test`."""
-    logits = apply(params, jax_pixels(jnp.asarray(data["test_images"]), dtype))
+    logits = apply(params, tutorial.pixels(jnp.asarray(data["test_images"]), jax.tree.leaves(params)[0].dtype))
     correct = int(jnp.sum(fg.predict_classes(logits) == jnp.asarray(data["test_labels"])))
     return test_results(logits, correct / len(data["test_labels"]))
 

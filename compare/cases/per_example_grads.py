@@ -90,8 +90,9 @@ def torch_per_example_grads(ctx, initial: dict):
 
 
 def torch_side(ctx, images, labels, initial):
-    per_sample_grads = torch_per_example_grads(ctx, initial)(ctx.to_torch(images), ctx.to_torch(labels.astype(np.int64)))
-    images, labels = to_tensor(ctx, images), ctx.to_torch(labels.astype(np.int64))
+    labels = ctx.to_torch(labels.astype(np.int64))
+    per_sample_grads = torch_per_example_grads(ctx, initial)(ctx.to_torch(images), labels)
+    images = to_tensor(ctx, images)
     num_pixels = images[0].numel()
     W = ctx.to_torch(initial["W"]).requires_grad_()
     b = ctx.to_torch(initial["b"]).requires_grad_()

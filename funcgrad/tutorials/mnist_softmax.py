@@ -18,10 +18,14 @@ def init_params(key: jax.Array, num_pixels: int = 784, num_classes: int = 10, dt
     return {"W": weights, "b": jnp.zeros(num_classes, dtype)}
 
 
+def pixels(images: jax.Array, dtype) -> jax.Array:
+    """uint8 images as ``(N, pixels)`` floats in [0, 1]: ``ToTensor()`` then ``view(-1, 784)``."""
+    return images.reshape(images.shape[0], -1).astype(dtype) / 255
+
+
 def logits(params: dict, images: jax.Array) -> jax.Array:
     """``images.view(-1, 784) @ W + b`` on uint8 images scaled to [0, 1]."""
-    x = images.reshape(images.shape[0], -1).astype(params["W"].dtype) / 255
-    return x @ params["W"] + params["b"]
+    return pixels(images, params["W"].dtype) @ params["W"] + params["b"]
 
 
 def loss_fn(params: dict, batch) -> jax.Array:
