@@ -88,8 +88,9 @@ def header(environment: dict, dtypes: list[str], mnist_dir: str | None) -> str:
         "MNIST cases: " + (f"real MNIST from {data}" if data else
                            "sklearn's 8x8 digits stand in, 20 a batch for 10 epochs (no MNIST folder: "
                            "--mnist-dir DIR, $FUNCGRAD_MNIST_DIR or --download)"),
-        f"float64: |jax - torch| <= 1e-10 + 1e-10 |torch|; float32: JAX's distance to the float64 "
-        f"run within {parity.BAND_FACTOR:g}x PyTorch's own + {parity.FLOOR_ULPS:g} ulps",
+        f"float64: |jax - torch| <= 1e-10 + 1e-10 |torch|; float32: each element's distance to the "
+        f"float64 run within {parity.BAND_FACTOR:g}x PyTorch's own noise at its scale + "
+        f"{parity.FLOOR_ULPS:g} ulps of itself",
         "worst: the largest error of a case as a multiple of what its rule allows (ok up to 1.00x)",
         f"{'case':<22}  {'qty':>3}  " + "  ".join(f"{d + ' worst':>15}" for d in dtypes)
         + f"  {'first divergence':<30}  {'time':>8}  verdict",

@@ -94,8 +94,8 @@ def markdown(runs: list[tuple[dict, dict]]) -> str:
         "",
         f"Device: {first['device']['name']}, {first['device']['cpu_count']} cores. "
         + ", ".join(f"{k} {v}" for k, v in first["versions"].items()) + ".",
-        f"Error model: float32 within {first['error_model']['band_factor']:g}x PyTorch's own "
-        f"distance to float64 + {first['error_model']['floor_ulps']:g} ulps; float64 within "
+        f"Error model: each float32 element within {first['error_model']['band_factor']:g}x PyTorch's "
+        f"own noise at its scale + {first['error_model']['floor_ulps']:g} ulps of itself; float64 within "
         "1e-10 + 1e-10 |torch|. Each cell: worst error as a multiple of what its rule allows "
         "(passes at <= 1), float64 / float32; FAIL marks a failed case.",
         "",

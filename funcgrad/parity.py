@@ -14,19 +14,33 @@ How float values are judged (the error model; README's "How parity is judged"):
 - **float64**: directly, ``|jax - torch| <= 1e-10 + 1e-10 |torch|`` elementwise. Runs of
   the same algorithm agree to ~1e-13 there, so this is what proves the algorithm equal.
 - **float32 with a float64 reference** (the PyTorch side run again in float64 from the
-  same inputs): JAX's distance to the reference must be within ``BAND_FACTOR`` times
-  PyTorch's own distance to it, plus ``FLOOR_ULPS`` float32 ulps of the value's
-  magnitude (for values PyTorch happens to round exactly). float32 runs of the same
-  algorithm differ in the last bits because the two frameworks sum in different orders,
-  on different kernels per machine, and a long run amplifies that. The band scales with
-  that amplification as PyTorch itself exhibits it, so the same verdict holds on every
-  machine, where a fixed tolerance holds only where it was tuned. For a history the band
-  at step ``t`` uses PyTorch's largest distance over the steps just before ``t``.
+  same inputs): each element on its own scale. Element ``i``'s distance to the reference
+  must be within ``BAND_FACTOR`` times the noise PyTorch shows at that element's scale,
+  plus ``FLOOR_ULPS`` float32 ulps of ``|ref_i|`` (for values PyTorch happens to round
+  exactly). That noise is the larger of PyTorch's largest distance on any element no
+  larger than ``|ref_i|`` and the ``NOISE_QUANTILE`` (90th percentile) of PyTorch's
+  distances over the quantity's nonzero elements: an error cannot hide behind a larger
+  element's rounding unless a tenth of the quantity shows that much noise, and an
+  element where PyTorch happened to land exactly is not held to PyTorch's luck (a
+  gradient element near zero is often the cancellation of terms as large as its
+  neighbours', and carries their noise, whatever its own size). float32 runs of the same algorithm differ in the last
+  bits because the two frameworks sum in different orders, on different kernels per
+  machine, and a long run amplifies that. The band scales with that amplification as
+  PyTorch itself exhibits it, so the same verdict holds on every machine, where a fixed
+  tolerance holds only where it was tuned. For a history, PyTorch's distance on each
+  element at step ``t`` is its largest over a trailing window of steps ending at ``t``.
 - **float32 without a reference**: ``torch.testing.assert_close``'s rule and defaults,
   ``|jax - torch| <= 1e-5 + 1.3e-6 |torch|``.
 
 Every row also keeps the direct ``|jax - torch|`` and assert_close's float32 verdict, as
 information.
+
+What is refused rather than judged: the two sides (and the reference) reporting different
+keys, wrapping a value differently, or giving it different shapes; a float result whose
+dtype is not the dtype judged; non-finite values (NaN, +inf, -inf) at different places or
+of different signs on either side or in the reference (non-finite values never widen a
+band: the finite elements are judged as if they were absent); a quantity with no
+elements; and a comparison of nothing.
 """
 
 from __future__ import annotations
@@ -55,6 +69,14 @@ FLOOR_ULPS = 4.0
 # max(MIN_BAND_WINDOW, steps / 100) steps: it grows with a drift that grows and shrinks
 # with one that dies out (a converging loss), where a running maximum would stay wide.
 MIN_BAND_WINDOW = 10
+# An element's noise is at least this quantile (taken at an element, never between two)
+# of PyTorch's distances over the quantity's nonzero elements (see the module doc). The
+# ratio of two independent roundings of one element has a heavy tail (a quarter of draws
+# beyond 2.5x), so an element judged by PyTorch's distance there alone fails correct
+# ports: the median left torch-optimizers' Adam parameters needing 3.6x and the synced
+# gradients of examples/port_your_model_stepwise.py 4.2x; the 90th percentile 2.4x
+# and 2.3x (the old whole-quantity maximum: 2.0x). Of two elements it is the smaller.
+NOISE_QUANTILE = 0.9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +127,7 @@ class Quantity:
 def compare_results(
     jax_results: Mapping, torch_results: Mapping, dtype, reference: Mapping | None = None
 ) -> list[Quantity]:
-    """One :class:`Quantity` per key; both sides must report the same keys.
+    """One :class:`Quantity` per key; both sides (and the reference) must report the same keys.
 
     ``reference``: the PyTorch side's results in float64 from the same inputs. With it,
     float32 values are judged by the error model; without it, by assert_close's rule.
@@ -115,19 +137,28 @@ def compare_results(
     True
     """
     jax_results, torch_results = flatten(jax_results), flatten(torch_results)
-    if jax_results.keys() != torch_results.keys():
-        raise ValueError(
-            f"the two sides report different quantities: jax {sorted(jax_results)}, "
-            f"torch {sorted(torch_results)}"
-        )
+    _check_same_keys("the two sides report different quantities", jax_results, torch_results, "jax", "torch")
+    if not torch_results:
+        raise ValueError("compare_results: nothing to compare: both sides report no quantities")
     dtype = np.dtype(dtype)
     if dtype not in TOLERANCES:
         raise ValueError(f"compare_results: no parity rule for {dtype}; use float32 or float64")
-    reference = flatten(reference) if reference is not None and dtype == np.float32 else {}
+    if reference is not None and dtype == np.float32:
+        reference = flatten(reference)
+        _check_same_keys("the float64 reference reports other quantities than the torch run",
+                         torch_results, reference, "torch", "reference")
+    else:
+        reference = {}
     return [
         _compare(name, jax_value, torch_results[name], dtype, reference.get(name))
         for name, jax_value in jax_results.items()
     ]
+
+
+def _check_same_keys(problem: str, left: dict, right: dict, left_name: str, right_name: str) -> None:
+    if left.keys() != right.keys():
+        raise ValueError(f"{problem}: only in {left_name} {sorted(left.keys() - right.keys())}, "
+                         f"only in {right_name} {sorted(right.keys() - left.keys())}")
 
 
 def flatten(results: Mapping, prefix: str = "") -> dict:
@@ -147,16 +178,49 @@ def unwrap(value):
     return value.value if isinstance(value, (Exact, Logits, History)) else value
 
 
+def _wrapper(value) -> str:
+    if isinstance(value, History):
+        return f"History(step_axis={value.step_axis})"
+    return type(value).__name__ if isinstance(value, (Exact, Logits)) else "a plain array"
+
+
 def _compare(name, jax_value, torch_value, dtype, reference) -> Quantity:
     a, b = np.asarray(unwrap(jax_value)), np.asarray(unwrap(torch_value))
-    ref = None if reference is None else np.asarray(unwrap(reference), np.float64)
-    if isinstance(jax_value, Exact) or isinstance(torch_value, Exact):
+    ref = None if reference is None else np.asarray(unwrap(reference))
+    kind, rule = _kind_and_rule(jax_value, dtype, ref is not None)
+    wrappers = {"jax": _wrapper(jax_value), "torch": _wrapper(torch_value)}
+    if reference is not None:
+        wrappers["reference"] = _wrapper(reference)
+    if len(set(wrappers.values())) > 1:
+        return _row(name, kind, rule, a, b, dtype, note="wrapped differently: " + ", ".join(
+            f"{side} {wrapper}" for side, wrapper in wrappers.items()))
+    shapes = {"jax": a.shape, "torch": b.shape} | ({} if ref is None or kind == "exact" else {"reference": ref.shape})
+    if len(set(shapes.values())) > 1:
+        return _row(name, kind, rule, a, b, dtype,
+                    note="shapes differ: " + ", ".join(f"{side} {shape}" for side, shape in shapes.items()))
+    if a.size == 0:
+        return _row(name, kind, rule, a, b, dtype, note="no elements: nothing compared")
+    if kind == "exact":
         return _compare_exact(name, a, b)
-    if isinstance(jax_value, Logits):
+    wrong_dtypes = [f"{side} {array.dtype}" for side, array, expected in
+                    (("jax", a, dtype), ("torch", b, dtype), ("reference", ref, np.float64))
+                    if array is not None and array.dtype != expected]
+    if wrong_dtypes:
+        return _row(name, kind, rule, a, b, dtype, note=f"judged as {dtype.name} (reference float64), "
+                    f"but {', '.join(wrong_dtypes)}")
+    if kind == "classes":
         return _compare_classes(name, a, b, ref, dtype)
-    kind = "history" if isinstance(jax_value, History) else "float"
     step_axis = jax_value.step_axis if kind == "history" else None
-    return _compare_floats(name, kind, a, b, ref, dtype, step_axis)
+    return _compare_floats(name, kind, rule, a, b, ref, dtype, step_axis)
+
+
+def _kind_and_rule(value, dtype, has_reference) -> tuple[str, str]:
+    if isinstance(value, Exact):
+        return "exact", "exact"
+    if isinstance(value, Logits):
+        return "classes", "classes"
+    kind = "history" if isinstance(value, History) else "float"
+    return kind, "float32 band" if has_reference else f"{dtype.name} direct"
 
 
 def _row(name, kind, rule, a, b, dtype, **fields) -> Quantity:
@@ -168,11 +232,7 @@ def _row(name, kind, rule, a, b, dtype, **fields) -> Quantity:
     return Quantity(name, kind, rule, **(values | fields))
 
 
-def _compare_floats(name, kind, a, b, ref, dtype, step_axis) -> Quantity:
-    rule = "float32 band" if ref is not None else f"{dtype.name} direct"
-    if a.shape != b.shape or (ref is not None and ref.shape != b.shape):
-        shapes = f"jax {a.shape}, torch {b.shape}" + ("" if ref is None else f", reference {ref.shape}")
-        return _row(name, kind, rule, a, b, dtype, note=f"shapes differ: {shapes}")
+def _compare_floats(name, kind, rule, a, b, ref, dtype, step_axis) -> Quantity:
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     nonfinite = _nonfinite_mismatch(a64, b64, ref)
     if nonfinite:
@@ -183,15 +243,14 @@ def _compare_floats(name, kind, a, b, ref, dtype, step_axis) -> Quantity:
     fields = dict(max_abs_err=_max(diff), max_rel_err=_max_relative(diff, b64),
                   direct_passed=bool(np.all(direct_excess <= 1)))
     if ref is None:
-        excess = _per_step(direct_excess, step_axis)
+        excess = _steps_first(direct_excess, step_axis)
     else:
-        jax_err, torch_err = _abs_diff(a64, ref), _abs_diff(b64, ref)
-        band = _band(_per_step(jax_err, step_axis), _per_step(torch_err, step_axis),
-                     _per_step(np.abs(np.nan_to_num(ref)), step_axis), step_axis is not None)
+        band = _band(*(_steps_first(x, step_axis) for x in (a64, b64, ref)),
+                     window=1 if step_axis is None else _band_window(a.shape[step_axis]))
         excess = band["excess"]
-        fields |= dict(jax_ref_err=_max(jax_err), torch_ref_err=_max(torch_err),
+        fields |= dict(jax_ref_err=_max(band["jax_err"]), torch_ref_err=_max(band["torch_err"]),
                        factor_needed=band["factor_needed"])
-    outside = np.flatnonzero(np.atleast_1d(excess) > 1)
+    outside = np.flatnonzero(excess.max(axis=1) > 1)
     first = int(outside[0]) if step_axis is not None and outside.size else None
     note = "" if first is None else f"leaves the band at step {first:,}".replace(",", " ")
     return _row(name, kind, rule, a, b, dtype, band_ratio=_max(excess), first_divergence=first,
@@ -199,29 +258,43 @@ def _compare_floats(name, kind, a, b, ref, dtype, step_axis) -> Quantity:
 
 
 def band_per_step(jax_history, torch_history, reference, step_axis: int = 0) -> dict[str, np.ndarray]:
-    """A float32 history under the error model, step by step (the largest over other axes):
-    ``jax_err`` and ``torch_err``, each side's distance to the float64 ``reference``;
-    ``allowed``, the band ``jax_err`` must stay in; ``jax_vs_torch``, ``|jax - torch|``.
+    """A float32 history under the error model, step by step, at each step's worst element
+    (the one with the largest error over its band): ``jax_err`` and ``torch_err``, each
+    side's distance to the float64 ``reference`` there; ``allowed``, its band;
+    ``jax_vs_torch``, the largest ``|jax - torch|`` of the step.
 
     >>> band = band_per_step(jax_losses, torch_losses, torch_float64_losses)
     >>> first_out = np.flatnonzero(band["jax_err"] > band["allowed"])[:1]
     """
-    a, b, ref = (np.asarray(unwrap(v), np.float64) for v in (jax_history, torch_history, reference))
-    band = _band(_per_step(_abs_diff(a, ref), step_axis), _per_step(_abs_diff(b, ref), step_axis),
-                 _per_step(np.abs(np.nan_to_num(ref)), step_axis), is_history=True)
-    return {key: band[key] for key in ("jax_err", "torch_err", "allowed")} | {
-        "jax_vs_torch": _per_step(_abs_diff(a, b), step_axis)}
+    a, b, ref = (_steps_first(np.asarray(unwrap(v), np.float64), step_axis)
+                 for v in (jax_history, torch_history, reference))
+    band = _band(a, b, ref, window=_band_window(len(ref)))
+    worst = band["excess"].argmax(axis=1)[:, None]
+    return {key: np.take_along_axis(band[key], worst, axis=1)[:, 0] for key in ("jax_err", "torch_err", "allowed")} | {
+        "jax_vs_torch": _abs_diff(a, b).max(axis=1)}
 
 
-def _band(jax_err, torch_err, magnitude, is_history) -> dict:
-    """JAX's distance to float64 against the float32 band (see the module doc): the band,
-    the excess (error over band), and the least factor that would have passed."""
-    envelope = _trailing_max(torch_err, _band_window(len(torch_err))) if is_history else torch_err
+def _steps_first(values: np.ndarray, step_axis: int | None) -> np.ndarray:
+    """``(steps, elements)``: a history's steps along the first axis, anything else one step."""
+    if step_axis is None:
+        return np.reshape(values, (1, -1))
+    steps = np.moveaxis(np.atleast_1d(values), step_axis, 0)
+    return steps.reshape(len(steps), -1)
+
+
+def _band(jax_values, torch_values, reference, window: int) -> dict:
+    """Each element's distance to float64 against its own band (see the module doc), all
+    ``(steps, elements)``: both sides' errors, the band, the excess (error over band), and
+    the least factor that would have passed."""
+    finite = np.isfinite(reference)  # non-finite places agree on all three (checked before)
+    magnitude = np.where(finite, np.abs(reference), 0.0)
+    jax_err, torch_err = _abs_diff(jax_values, reference), _abs_diff(torch_values, reference)
+    envelope = _trailing_max(torch_err, window)
+    noise = np.maximum(_largest_at_or_below(envelope, magnitude), _quantile_where(envelope, magnitude > 0))
     floor = FLOOR_ULPS * np.finfo(np.float32).eps * magnitude
-    allowed = BAND_FACTOR * envelope + floor
+    allowed = BAND_FACTOR * noise + floor
     over_floor = np.maximum(jax_err - floor, 0.0)
-    factor_needed = np.divide(over_floor, envelope, out=np.where(over_floor > 0, np.inf, 0.0),
-                              where=envelope > 0)
+    factor_needed = np.divide(over_floor, noise, out=np.where(over_floor > 0, np.inf, 0.0), where=noise > 0)
     excess = np.divide(jax_err, allowed, out=np.where(jax_err > 0, np.inf, 0.0), where=allowed > 0)
     return {"jax_err": jax_err, "torch_err": torch_err, "allowed": allowed, "excess": excess,
             "factor_needed": _max(factor_needed)}
@@ -232,17 +305,37 @@ def _band_window(num_steps: int) -> int:
 
 
 def _trailing_max(values: np.ndarray, window: int) -> np.ndarray:
-    """``out[t] = max(values[t - window + 1 : t + 1])``."""
-    padded = np.concatenate([np.zeros(window - 1), values])
-    return np.lib.stride_tricks.sliding_window_view(padded, window).max(axis=1)
+    """``out[t] = max(values[t - window + 1 : t + 1])`` along the first axis."""
+    out = values.copy()
+    for lag in range(1, min(window, len(values))):
+        np.maximum(out[lag:], values[:-lag], out=out[lag:])
+    return out
 
 
-def _per_step(values: np.ndarray, step_axis: int | None) -> np.ndarray:
-    """The largest value per step for a history (steps along ``step_axis``), else over all."""
-    if step_axis is None:
-        return np.asarray(_max(values))
-    steps = np.moveaxis(np.atleast_1d(values), step_axis, 0)
-    return steps.reshape(len(steps), -1).max(axis=1, initial=0.0)
+def _largest_at_or_below(values: np.ndarray, magnitude: np.ndarray) -> np.ndarray:
+    """Per row, each element's largest ``values`` over the elements whose magnitude is at
+    most its own (itself and every equal magnitude included)."""
+    order = np.argsort(magnitude, axis=1, kind="stable")
+    sorted_magnitude = np.take_along_axis(magnitude, order, axis=1)
+    running = np.maximum.accumulate(np.take_along_axis(values, order, axis=1), axis=1)
+    columns = np.arange(magnitude.shape[1])
+    last_of_equals = np.ones(magnitude.shape, bool)
+    last_of_equals[:, :-1] = sorted_magnitude[:, 1:] != sorted_magnitude[:, :-1]
+    group_end = np.minimum.accumulate(np.where(last_of_equals, columns, columns[-1])[:, ::-1], axis=1)[:, ::-1]
+    out = np.empty_like(running)
+    np.put_along_axis(out, order, np.take_along_axis(running, group_end, axis=1), axis=1)
+    return out
+
+
+def _quantile_where(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per row, the ``NOISE_QUANTILE`` of ``values`` where ``mask`` holds (0 where it holds
+    nowhere), as a column; taken at an element below it, never between two, so that one
+    large value of two cannot set the level."""
+    masked = np.where(mask, values, np.nan)
+    out = np.zeros((len(values), 1))
+    some = mask.any(axis=1)
+    out[some, 0] = np.nanquantile(masked[some], NOISE_QUANTILE, axis=1, method="lower")
+    return out
 
 
 def _abs_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -252,13 +345,19 @@ def _abs_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _nonfinite_mismatch(a, b, ref) -> str:
-    def same_pattern(x, y):
-        return np.array_equal(np.isnan(x), np.isnan(y)) and np.array_equal(np.isinf(x) & (x > 0), np.isinf(y) & (y > 0))
+    """What differs in the non-finite values (NaN, +inf, -inf: place and sign) of the two
+    sides and the reference, or ''."""
+    def pattern(x):
+        return np.isnan(x), np.isposinf(x), np.isneginf(x)
 
-    if not same_pattern(a, b):
-        return "non-finite values differ"
-    if ref is not None and not same_pattern(b, ref):
-        return "non-finite values differ from the float64 reference"
+    def differs(x, y):
+        return [what for what, p, q in zip(("NaN", "+inf", "-inf"), pattern(x), pattern(y)) if not np.array_equal(p, q)]
+
+    if differs(a, b):
+        return f"non-finite values differ between jax and torch ({', '.join(differs(a, b))} at different places)"
+    if ref is not None and differs(b, ref):
+        return (f"non-finite values differ from the float64 reference "
+                f"({', '.join(differs(b, ref))} at different places)")
     return ""
 
 
@@ -273,13 +372,11 @@ def _max_relative(diff: np.ndarray, b: np.ndarray) -> float:
 
 
 def _compare_exact(name, a, b) -> Quantity:
-    same = a.shape == b.shape and bool(np.all(a == b))
+    same = bool(np.all(a == b))
     fields = dict(rtol=0.0, atol=0.0, direct_passed=same, band_ratio=0.0 if same else np.inf, passed=same)
-    if a.shape == b.shape and a.dtype.kind in "biuf" and b.dtype.kind in "biuf":
+    if a.dtype.kind in "biuf" and b.dtype.kind in "biuf":
         diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
         fields |= dict(max_abs_err=_max(diff), max_rel_err=_max_relative(diff, b.astype(np.float64)))
-    elif a.shape != b.shape:
-        fields["note"] = f"shapes differ: jax {a.shape}, torch {b.shape}"
     return _row(name, "exact", "exact", a, b, np.dtype(np.float64), **fields)
 
 
@@ -298,9 +395,9 @@ def _compare_classes(name, jax_logits, torch_logits, ref, dtype) -> Quantity:
     what rounding allows its logits (the direct tolerance, or under the error model the
     float32 band of that sample)."""
     rule = "classes"
-    if jax_logits.shape != torch_logits.shape or jax_logits.ndim != 2:
+    if jax_logits.ndim != 2:
         return _row(name, "classes", rule, jax_logits, torch_logits, dtype,
-                    note=f"logits must be (N, C) on both sides: jax {jax_logits.shape}, torch {torch_logits.shape}")
+                    note=f"logits must be (N, C): got {jax_logits.shape}")
     a = _as_class_scores(jax_logits.astype(np.float64))
     b = _as_class_scores(torch_logits.astype(np.float64))
     jax_classes, torch_classes = a.argmax(axis=1), b.argmax(axis=1)

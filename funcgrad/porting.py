@@ -116,6 +116,9 @@ def assert_same_training(
     >>> rows = assert_same_training(jax_train, torch_train)
     >>> print(parity.format_table(rows["float32"]))
     """
+    dtypes = list(dtypes)
+    if not dtypes:
+        raise ValueError(f"assert_same_training: no dtype to train in; give some of {DTYPES}")
     verdicts, reference = {}, None
     for name in dtypes:
         dtype = np.dtype(name)
@@ -141,8 +144,10 @@ def _failure_message(dtype: str, failed: list[parity.Quantity]) -> str:
 
 
 def _float_dtype(run: Run) -> np.dtype:
-    for value in parity.flatten(run).values():
-        array = np.asarray(parity.unwrap(value))
-        if array.dtype.kind == "f":
-            return array.dtype
-    raise ValueError("assert_same_run: the torch run holds no float values to tell its dtype; pass dtype=")
+    """The one float dtype of a run's values (Exact values aside: an accuracy is a Python float)."""
+    found = {np.asarray(parity.unwrap(value)).dtype for value in parity.flatten(run).values()
+             if not isinstance(value, parity.Exact)} & {np.dtype(np.float32), np.dtype(np.float64)}
+    if len(found) != 1:
+        what = "no float values" if not found else "float32 and float64 values"
+        raise ValueError(f"assert_same_run: the torch run holds {what}, so its dtype is unclear; pass dtype=")
+    return found.pop()

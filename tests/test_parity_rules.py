@@ -18,6 +18,10 @@ from funcgrad.parity import (
 EPS32 = float(np.finfo(np.float32).eps)
 
 
+def f32(values):
+    return np.asarray(values, np.float32)
+
+
 def only(rows):
     (row,) = rows
     return row
@@ -53,20 +57,21 @@ def band(torch_err, magnitude=1.0):
 
 def test_float32_passes_while_jax_is_within_the_band_of_torchs_own_error():
     reference = {"w": np.float64([1.0])}
-    torch_value = {"w": np.float64([1.0 + 1e-4])}  # a long run's float32 drift
-    inside = only(compare_results({"w": np.float64([1.0 - 3e-4])}, torch_value, np.float32, reference))
-    outside = only(compare_results({"w": np.float64([1.0 + 1.01 * band(1e-4)])}, torch_value, np.float32, reference))
+    torch_value = {"w": np.float32([1.0 + 1e-4])}  # a long run's float32 drift
+    inside = only(compare_results({"w": np.float32([1.0 - 3e-4])}, torch_value, np.float32, reference))
+    outside = only(compare_results({"w": np.float32([1.0 + 1.01 * band(1e-4)])}, torch_value, np.float32, reference))
     assert inside.passed and inside.rule == "float32 band"
     assert not inside.direct_passed  # |jax - torch| = 4e-4 is far beyond assert_close's 1e-5
-    assert inside.jax_ref_err == pytest.approx(3e-4) and inside.torch_ref_err == pytest.approx(1e-4)
+    assert inside.jax_ref_err == pytest.approx(3e-4, rel=1e-3) and inside.torch_ref_err == pytest.approx(1e-4, rel=1e-2)
     assert not outside.passed and outside.band_ratio > 1
-    assert inside.factor_needed == pytest.approx(3.0, rel=0.01)
+    assert inside.factor_needed == pytest.approx(3.0, rel=0.02)
 
 
 def test_where_torch_lands_exactly_a_few_ulps_still_pass():
     reference = {"z": np.float64([3.0])}
-    within_floor = only(compare_results({"z": np.float64([3.0 + 2 * EPS32 * 3])}, reference, np.float32, reference))
-    beyond_floor = only(compare_results({"z": np.float64([3.0 + 8 * EPS32 * 3])}, reference, np.float32, reference))
+    torch_value = {"z": np.float32([3.0])}
+    within_floor = only(compare_results({"z": np.float32([3.0 + 2 * EPS32 * 3])}, torch_value, np.float32, reference))
+    beyond_floor = only(compare_results({"z": np.float32([3.0 + 8 * EPS32 * 3])}, torch_value, np.float32, reference))
     assert within_floor.passed and not beyond_floor.passed
 
 
@@ -76,7 +81,7 @@ def test_a_history_names_the_first_step_that_leaves_the_band():
     torch_run = reference + 1e-6 * np.linspace(0, 1, steps)  # float32 drift growing over the run
     jax_run = reference - 2e-6 * np.linspace(0, 1, steps)
     jax_run[700:] += 1e-3  # a bug from step 700 on
-    row = only(compare_results({"loss": History(jax_run)}, {"loss": History(torch_run)}, np.float32,
+    row = only(compare_results({"loss": History(f32(jax_run))}, {"loss": History(f32(torch_run))}, np.float32,
                                {"loss": History(reference)}))
     assert not row.passed and row.first_divergence == 700 and row.kind == "history"
     assert "step 700" in row.note and "step 700" in format_failures([row])
@@ -86,7 +91,7 @@ def test_a_history_band_uses_torchs_largest_recent_error():
     reference = np.ones(3)
     torch_run = reference + np.array([0.0, 1e-4, 0.0])  # torch happens to land on 1.0 again at step 2
     jax_run = reference + np.array([0.0, 1e-4, 2e-4])
-    row = only(compare_results({"loss": History(jax_run)}, {"loss": History(torch_run)}, np.float32,
+    row = only(compare_results({"loss": History(f32(jax_run))}, {"loss": History(f32(torch_run))}, np.float32,
                                {"loss": History(reference)}))
     assert row.passed and row.first_divergence is None
 
@@ -97,7 +102,7 @@ def test_a_history_band_shrinks_with_a_drift_that_dies_out():
     torch_run = reference * (1 + 1e-7)  # float32 rounding, relative to the value
     jax_run = reference * (1 + 1e-7)
     jax_run[200:] += 1e-8  # late, small, but far beyond rounding of a loss near 1e-8
-    row = only(compare_results({"loss": History(jax_run)}, {"loss": History(torch_run)}, np.float32,
+    row = only(compare_results({"loss": History(f32(jax_run))}, {"loss": History(f32(torch_run))}, np.float32,
                                {"loss": History(reference)}))
     assert row.first_divergence == 200
 
@@ -106,7 +111,7 @@ def test_history_steps_along_another_axis():
     reference = np.ones((2, 5))
     jax_run = reference.copy()
     jax_run[1, 3] += 1e-3
-    row = only(compare_results({"loss": History(jax_run, step_axis=1)}, {"loss": History(reference, step_axis=1)},
+    row = only(compare_results({"loss": History(f32(jax_run), step_axis=1)}, {"loss": History(f32(reference), step_axis=1)},
                                np.float32, {"loss": History(reference, step_axis=1)}))
     assert row.first_divergence == 3
 
@@ -126,9 +131,9 @@ def test_exact_values_must_be_identical():
     assert not only(compare_results({"acc": Exact(0.9)}, {"acc": Exact(0.9000001)}, np.float32)).passed
 
 
-def test_exact_on_one_side_only_is_still_compared():
-    assert only(compare_results({"acc": Exact(0.9)}, {"acc": 0.9}, np.float32)).passed
-    assert not only(compare_results({"acc": Exact(0.9)}, {"acc": 0.8}, np.float32)).passed
+def test_exact_on_one_side_only_is_refused_as_wrapped_differently():
+    row = only(compare_results({"acc": Exact(0.9)}, {"acc": 0.9}, np.float32))
+    assert not row.passed and "wrapped differently: jax Exact, torch a plain array" in row.note
 
 
 def test_a_dtype_without_a_rule_is_named():
@@ -154,7 +159,7 @@ def test_under_the_error_model_a_near_tie_is_one_within_torchs_own_error():
     reference = np.float64([[1.0, 1.0 + 1e-5]])
     torch_logits = np.float64([[1.0 + 2e-5, 1.0 + 1e-5]])  # torch's own error flips it
     jax_logits = np.float64([[1.0, 1.0 + 1e-5]])
-    row = only(compare_results({"c": Logits(jax_logits)}, {"c": Logits(torch_logits)}, np.float32,
+    row = only(compare_results({"c": Logits(f32(jax_logits))}, {"c": Logits(f32(torch_logits))}, np.float32,
                                {"c": Logits(reference)}))
     assert row.passed and "sample 0" in row.note
 
