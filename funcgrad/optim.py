@@ -19,9 +19,12 @@ building blocks chained in torch's order, plus what Optax lacks or computes othe
 - **StepLR under x64**: ``optax.exponential_decay`` divides Optax's int32 step count
   into a float32 exponent even with x64 on, so its float64 rates are float32 values.
 
-The constructors are memoized: the same arguments give the same transformation object,
-so a loop compiled with one (``jit`` takes the optimizer as a static argument) is reused
-when a training function builds its optimizer again, instead of compiled anew each call.
+The constructors are memoized: the same arguments (of the same types) give the same
+transformation object, so a loop compiled with one (``jit`` takes the optimizer as a static
+argument, keyed by identity) is reused when a training function builds its optimizer
+again, instead of compiled anew each call. A memoized transformation is the code as it was
+when first built: after patching what a constructor calls, ``sgd.cache_clear()`` (and
+``jax.clear_caches()`` for the loops compiled with it).
 
 Every configuration is proven step by step against torch (``python -m compare --case
 torch-optimizers``; tests/test_optim.py).
@@ -33,6 +36,7 @@ torch-optimizers``; tests/test_optim.py).
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from typing import NamedTuple, Union
 
@@ -44,18 +48,32 @@ LearningRate = Union[float, optax.Schedule]
 
 
 def _memoized(constructor):
-    """``constructor`` returning one object per distinct (hashable) arguments; a jax array
-    argument, unhashable, builds a fresh transformation each call."""
-    cached = functools.lru_cache(maxsize=None)(constructor)
+    """``constructor`` returning one transformation per distinct arguments, so that ``jit``,
+    which keys a static optimizer on its identity, compiles a loop once for them.
+
+    The key is the arguments as the signature binds them (defaults filled in), each leaf
+    with its type: ``sgd(0.1)`` is ``sgd(learning_rate=0.1, momentum=0.0)``, but not
+    ``sgd(np.float64(0.1))``, which computes its update in float64 under x64. A schedule
+    is a leaf keyed by identity. An unhashable argument (a jax array) builds a fresh
+    transformation each call. ``cache_clear()`` empties the cache, as ``functools``'.
+    """
+    signature = inspect.signature(constructor)
+    built = {}
 
     @functools.wraps(constructor)
     def build(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        leaves, structure = jax.tree.flatten(bound.arguments)
+        key = (structure, tuple((type(leaf), leaf) for leaf in leaves))
         try:
-            hash((args, tuple(kwargs.items())))
-        except TypeError:
+            return built[key]
+        except TypeError:  # unhashable
             return constructor(*args, **kwargs)
-        return cached(*args, **kwargs)
+        except KeyError:
+            return built.setdefault(key, constructor(*args, **kwargs))
 
+    build.cache_clear = built.clear
     return build
 
 
@@ -278,3 +296,8 @@ def _check_non_negative(what: str, **values) -> None:
     for name, value in values.items():
         if isinstance(value, (int, float)) and value < 0:
             raise ValueError(f"{what}: {name} must be >= 0, got {value}")
+
+
+# The torch bridge for these states (optimizer.state_dict() to and from them) lives in its own
+# module, imported last: it imports the state types above.
+from funcgrad.optim_state import state_from_torch, state_to_torch  # noqa: E402
