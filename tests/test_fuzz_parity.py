@@ -2,7 +2,8 @@
 
 Hypothesis draws shapes, values (ordinary, huge, tiny and exactly-0/1 edges), dtypes and
 reductions. Examples that once failed stay pinned with ``@example``. Tolerances are
-torch.testing.assert_close's per-dtype defaults, the same as the comparison harness.
+torch.testing.assert_close's per-dtype defaults, element by element. A loss with the right
+value and a doubled or sign-flipped gradient must fail the same check.
 """
 
 import functools
@@ -14,12 +15,11 @@ import optax
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import funcgrad as fg
-from funcgrad import parity
 from funcgrad.parity import TOLERANCES
 
 EXAMPLES = 260  # per test: 4 tests, over 1000 drawn cases in all
@@ -43,20 +43,28 @@ FUNCGRAD_LOSSES = {"mse": fg.mse_loss, "bce": fg.binary_cross_entropy, "bce_with
 
 
 def assert_matches_torch(jax_value, torch_value, dtype, reference=None):
-    """assert_close's tolerances; in float32 with a ``reference`` (torch in float64 from the
-    same inputs), a value outside them still passes under the comparison's error model.
+    """assert_close's tolerances, element by element; in float32 with a ``reference`` (torch
+    in float64 from the same inputs), an element may match either of torch's two results.
 
     That is for where torch's float32 is the inaccurate side: BCEWithLogits at logit -1e4
     with target 6e-8 is 1e4 * 6e-8 = 5.96e-4; torch's (1 - y) * x rounds at 1e4's spacing
-    and returns 9.77e-4, funcgrad (optax) 5.96e-4."""
+    and returns 9.77e-4, funcgrad (optax) 5.96e-4. Each element is held to its own
+    tolerance, so a huge or infinite gradient at p = 0 or 1 loosens no other element; a
+    non-finite element must be torch's, sign included."""
     rtol, atol = TOLERANCES[np.dtype(dtype)]
     ours, theirs = np.asarray(jax_value), torch_value.detach().numpy()
+    assert ours.shape == theirs.shape, f"shapes differ: jax {ours.shape}, torch {theirs.shape}"
+    matches = np.isclose(ours, theirs, rtol=rtol, atol=atol, equal_nan=True)
+    ref = None
     if reference is not None and dtype == np.float32:
-        rows = parity.compare_results({"v": ours}, {"v": theirs}, np.float32,
-                                      reference={"v": reference.detach().numpy()})
-        if rows[0].passed:
-            return
-    np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=atol)
+        ref = reference.detach().numpy()
+        matches |= np.isfinite(theirs) & np.isfinite(ref) & np.isclose(ours, ref, rtol=rtol, atol=atol)
+    off = ~matches
+    assert not off.any(), (
+        f"{off.sum()} of {off.size} elements outside |jax - torch| <= {atol:g} + {rtol:g} |torch|"
+        + ("" if ref is None else " (or of torch's float64)")
+        + f": jax {ours[off]}, torch {theirs[off]}" + ("" if ref is None else f", float64 {ref[off]}")
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn", "reduction", "argnums"))
@@ -78,9 +86,9 @@ def torch_value_and_grads(loss_fn, *args, reduction):
     return value, tuple(t.grad for t in tensors if t.requires_grad)
 
 
-def check_loss(name, inputs, targets, dtype, reduction):
+def check_loss(name, inputs, targets, dtype, reduction, losses=FUNCGRAD_LOSSES):
     with jax.enable_x64(dtype == np.float64):
-        value, grads = value_and_grads(FUNCGRAD_LOSSES[name], inputs, targets, reduction)
+        value, grads = value_and_grads(losses[name], inputs, targets, reduction)
         torch_value, torch_grads = torch_value_and_grads(TORCH_LOSSES[name], inputs, targets, reduction=reduction)
         ref_value, ref_grads = torch_value_and_grads(TORCH_LOSSES[name], inputs.astype(np.float64),
                                                      targets.astype(np.float64), reduction=reduction)
@@ -106,14 +114,66 @@ def elementwise_loss_inputs(draw):
     return name, inputs, targets, dtype, draw(REDUCTIONS)
 
 
+# BCE at its edges: dL/dp is (p - y) / 1e-12 at p = 0 or 1 (+-1e12, or 0 where y = p), dL/dy
+# is log1p(-p) - log(p) (+-inf), beside ordinary elements that must still match on their own.
+BCE_EDGES = ("bce", np.array([[0.0, 1.0], [0.5, 0.25], [1e-7, 1.0]], np.float32),
+             np.array([[1.0, 0.0], [0.25, 1.0], [0.0, 0.5]], np.float32), np.float32, "sum")
+# p = y: dL/dp is 0 throughout, so dL/dy alone can show a wrong gradient, and its +-inf at
+# p = 0 and 1 must not loosen its finite elements (log(3) / 6 at p = 0.25).
+P_IS_Y = np.array([[0.0, 1.0], [0.25, 0.75], [0.1, 0.9]], np.float32)
+BCE_EDGES_WHERE_P_IS_Y = ("bce", P_IS_Y, P_IS_Y, np.float32, "mean")
+
+
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(elementwise_loss_inputs())
 # torch's BCE gradient at p = 0 divides by a float32 EPSILON even in float64.
 @example(("bce", np.array([[0.0]]), np.array([[1.0]]), np.float64, "mean"))
+@example(BCE_EDGES)
+@example(BCE_EDGES_WHERE_P_IS_Y)
 # torch's float32 rounds (1 - y) * x at 1e4's spacing: 9.77e-4 where the loss is 5.96e-4.
 @example(("bce_with_logits", np.array([[-1e4]], np.float32), np.array([[5.9604645e-08]], np.float32), np.float32, "mean"))
 def test_elementwise_losses_and_gradients_match_torch(case):
     check_loss(*case)
+
+
+# Wrong gradients with the right value: factor * f + (1 - factor) * stop_gradient(f) is f
+# (2f - f and -f + 2f round to f exactly), and its gradient is factor times f's.
+GRADIENT_FACTORS = {"doubled": 2.0, "sign-flipped": -1.0}
+
+
+def with_gradient_times(loss_fn, factor):
+    def loss(*args, reduction):
+        value = loss_fn(*args, reduction=reduction)
+        return factor * value + (1 - factor) * jax.lax.stop_gradient(value)
+    return loss
+
+
+# Built once: value_and_grads compiles per loss function, as for funcgrad's own.
+WRONG_GRADIENT_LOSSES = {mutation: {name: with_gradient_times(loss_fn, factor) for name, loss_fn in FUNCGRAD_LOSSES.items()}
+                         for mutation, factor in GRADIENT_FACTORS.items()}
+
+
+@settings(max_examples=100, deadline=None)
+@given(elementwise_loss_inputs(), st.sampled_from(list(GRADIENT_FACTORS)))
+@example(("bce", np.array([[0.0]]), np.array([[1.0]]), np.float64, "mean"), "doubled")
+@example(("bce", np.array([[1.0]], np.float32), np.array([[0.0]], np.float32), np.float32, "none"), "sign-flipped")
+@example(BCE_EDGES, "doubled")
+@example(BCE_EDGES, "sign-flipped")
+@example(BCE_EDGES_WHERE_P_IS_Y, "doubled")
+@example(BCE_EDGES_WHERE_P_IS_Y, "sign-flipped")
+def test_the_check_fails_a_loss_whose_gradient_is_doubled_or_sign_flipped(case, mutation):
+    name, inputs, targets, dtype, reduction = case
+    factor = GRADIENT_FACTORS[mutation]
+    rtol, atol = TOLERANCES[np.dtype(dtype)]
+    _, torch_grads = torch_value_and_grads(TORCH_LOSSES[name], inputs, targets, reduction=reduction)
+    # No check can see every wrong gradient: +-inf doubled is +-inf, 0 doubled or flipped is
+    # 0, and an element within the tolerance's absolute term (sigmoid(-20) = 2e-9 < 1e-5)
+    # moves by less than the tolerance. Wherever the wrong gradient moves a finite element
+    # by more than the tolerance at it, the check must fail.
+    assume(any(np.any(np.isfinite(g) & ~np.isclose(factor * g, g, rtol=rtol, atol=atol))
+               for g in (grad.numpy() for grad in torch_grads)))
+    with pytest.raises(AssertionError):
+        check_loss(*case, losses=WRONG_GRADIENT_LOSSES[mutation])
 
 
 @st.composite
