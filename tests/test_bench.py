@@ -1,17 +1,20 @@
 """``python -m compare.bench``: every row carries min / median / max over enough repeats.
 
-No timing thresholds here: the machine running the tests may be busy. These tests check
-the shape of what the benchmark reports and that both sides of a row do the same work.
+No timing thresholds here: the machine running the tests may be busy. A fake clock pins
+what the timing helpers make of given call times; the other tests check the shape of what
+the benchmark reports and that both sides of a row do the same work.
 """
 
 import json
 import time
+import types
 
 import numpy as np
 import pytest
 
 from compare import bench
 from compare.cases import CASES
+from compare.runtime import Timed
 from tests.conftest import cpu_context
 
 # Enough to run every code path, short enough for a test: the minimum repeats still hold.
@@ -21,6 +24,74 @@ QUICK = bench.Repeats(minimum=5, min_time_s=0.01)
 def assert_spread(row: bench.Row):
     assert row.repeats >= 5 and row.calls_per_repeat >= 1
     assert 0 < row.run_min_s <= row.run_s <= row.run_max_s
+
+
+class FakeClock:
+    """Stands in for ``time`` in compare.bench: time moves only when a run of ``taking`` is called."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def taking(self, *seconds: float):
+        """A run whose calls take ``seconds`` in turn (the last one from then on); it counts its calls."""
+        def run():
+            run.calls += 1
+            self.now += seconds[min(run.calls, len(seconds)) - 1]
+            return np.zeros(1)
+        run.calls = 0
+        return run
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(bench, "time", fake)
+    monkeypatch.setattr(bench, "MIN_REGION_S", 0.05)
+    return fake
+
+
+def test_each_long_call_is_its_own_repeat_and_the_row_spans_min_median_max(clock):
+    run = clock.taking(2.0, 0.3, 0.1, 0.2, 0.9, 0.4, 9.0)
+    timing = bench.measure(run, bench.Repeats(minimum=5, min_time_s=0.0))
+    assert run.calls == 6  # the warm-up, then five repeats: the 9 s call never happens
+    assert timing.first_call_s == 2.0 and timing.calls_per_repeat == 1
+    assert timing.per_call_s == pytest.approx((0.3, 0.1, 0.2, 0.9, 0.4))
+    row = bench.row_from("case", "funcgrad", 10, 0.0, timing)
+    # The median, not the mean (0.38).
+    assert (row.run_min_s, row.run_s, row.run_max_s, row.repeats) == pytest.approx((0.1, 0.3, 0.9, 5))
+    assert row.per_step_us == pytest.approx(3e4)
+
+
+def test_short_calls_are_batched_into_regions_and_timed_until_the_minimum_time(clock):
+    call_s = 1 / 64  # a power of two: the fake clock's sums stay exact
+    run = clock.taking(call_s)
+    timing = bench.measure(run, bench.Repeats(minimum=2, min_time_s=1.0))
+    # 1 and 2 calls last under MIN_REGION_S, 5 calls 0.078 s: that trial is the first region.
+    assert timing.calls_per_repeat == 5 and set(timing.per_call_s) == {call_s}
+    # Past the minimum of 2, regions go on until 1 s of timed work: 13 of 5/64 s.
+    assert len(timing.per_call_s) == 13
+    assert run.calls == 1 + (1 + 2 + 5) + 12 * 5
+
+
+def test_rows_are_built_from_the_cases_own_timed_hook(clock, monkeypatch):
+    runs = {"funcgrad": clock.taking(1.0, 0.25), "torch-eager": clock.taking(0.5, 0.25)}
+    asked = []
+
+    def timed(ctx):
+        asked.append(ctx)
+        return Timed(7, runs, {"torch-eager": "the seed's loop"})
+
+    monkeypatch.setitem(CASES, "fake-case", types.SimpleNamespace(timed=timed))
+    ctx = cpu_context(np.float32)
+    rows = bench.time_case("fake-case", ctx, bench.Repeats(minimum=3, min_time_s=0.0))
+    assert asked == [ctx] and [run.calls for run in runs.values()] == [4, 4]
+    assert [(row.case, row.framework, row.steps, row.note, row.run_s) for row in rows] == [
+        ("fake-case", "funcgrad", 7, "", 0.25), ("fake-case", "torch-eager", 7, "the seed's loop", 0.25)]
+    # Compile time is the warm-up's extra time over the median; torch eager compiles nothing.
+    assert [row.compile_s for row in rows] == [0.75, 0.0]
 
 
 def test_fast_calls_are_timed_in_batches_and_slow_ones_alone():
@@ -50,8 +121,7 @@ def test_both_per_example_kernels_compute_the_same_gradients(mnist_dir):
         np.testing.assert_allclose(theirs[name], ours[name], rtol=1e-5, atol=1e-6)
 
 
-def test_every_case_with_a_timing_hook_is_benched_from_the_one_registry():
-    assert bench.TIMED_CASES == [name for name in CASES if hasattr(CASES[name], "timed")]
+def test_the_cases_in_readmes_speed_table_have_timing_hooks():
     assert {"iris-softmax", "mnist-softmax", "per-example-grads", "mnist-mlp"} <= set(bench.TIMED_CASES)
 
 
