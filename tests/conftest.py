@@ -30,7 +30,8 @@ def pytest_configure(config):
         os.environ[fg.MNIST_ENV_VAR] = str(SHARED_MNIST)
 
 
-@pytest.fixture
+# Session-wide, so that module-wide fixtures (test_mnist's loaded dataset) can use it.
+@pytest.fixture(scope="session")
 def mnist_dir() -> str:
     directory = os.environ.get(fg.MNIST_ENV_VAR)
     if not directory:

@@ -15,11 +15,6 @@ import pytest
 
 from funcgrad.mnist import MNIST_ENV_VAR, MnistError, download_mnist, load_mnist, resolve_mnist_dir
 
-MNIST_DIR = Path(
-    os.environ.get("FUNCGRAD_MNIST_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist")
-)
-MNIST_URL = MNIST_DIR.resolve().as_uri() + "/"
-
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"
 TEST_IMAGES = "t10k-images-idx3-ubyte"
@@ -61,14 +56,14 @@ def write_gzipped(directory: Path, files: dict[str, bytes]) -> Path:
     return directory
 
 
-def real_content(name: str) -> bytes:
-    return gzip.decompress((MNIST_DIR / f"{name}.gz").read_bytes())
+def real_content(real_dir: Path, name: str) -> bytes:
+    return gzip.decompress((real_dir / f"{name}.gz").read_bytes())
 
 
-def copy_real_files(directory: Path, names: tuple[str, ...] = FILE_NAMES) -> Path:
+def copy_real_files(real_dir: Path, directory: Path, names: tuple[str, ...] = FILE_NAMES) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for name in names:
-        shutil.copyfile(MNIST_DIR / f"{name}.gz", directory / f"{name}.gz")
+        shutil.copyfile(real_dir / f"{name}.gz", directory / f"{name}.gz")
     return directory
 
 
@@ -79,13 +74,25 @@ def with_one_label_changed(content: bytes) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def real_dataset() -> dict[str, np.ndarray]:
-    return load_mnist(MNIST_DIR)
+def real_dir(mnist_dir: str) -> Path:
+    """Real MNIST's folder: without one these tests skip, or fail under CI (conftest's mnist_dir)."""
+    return Path(mnist_dir)
 
 
 @pytest.fixture(scope="module")
-def downloaded_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return download_mnist(tmp_path_factory.mktemp("downloaded"), base_url=MNIST_URL)
+def mirror_url(real_dir: Path) -> str:
+    """Real MNIST's folder as a download mirror."""
+    return real_dir.resolve().as_uri() + "/"
+
+
+@pytest.fixture(scope="module")
+def real_dataset(real_dir: Path) -> dict[str, np.ndarray]:
+    return load_mnist(real_dir)
+
+
+@pytest.fixture(scope="module")
+def downloaded_dir(tmp_path_factory: pytest.TempPathFactory, mirror_url: str) -> Path:
+    return download_mnist(tmp_path_factory.mktemp("downloaded"), base_url=mirror_url)
 
 
 # --- real data ---------------------------------------------------------------------------------
@@ -111,9 +118,9 @@ def test_load_mnist_pixels_span_0_to_255_and_train_mean_is_about_33_3(real_datas
     assert abs(real_dataset["train_images"].mean() - TRAIN_MEAN_PIXEL) < 0.1
 
 
-def test_load_mnist_reads_uncompressed_files_identically(real_dataset, tmp_path):
+def test_load_mnist_reads_uncompressed_files_identically(real_dataset, real_dir, tmp_path):
     for name in FILE_NAMES:
-        (tmp_path / name).write_bytes(real_content(name))
+        (tmp_path / name).write_bytes(real_content(real_dir, name))
     uncompressed = load_mnist(tmp_path)
     for key, array in real_dataset.items():
         np.testing.assert_array_equal(uncompressed[key], array)
@@ -210,9 +217,9 @@ def test_load_mnist_rejects_trailing_bytes_after_the_labels(tmp_path):
         load_mnist(tmp_path, verify_checksums=False)
 
 
-def test_load_mnist_rejects_checksum_mismatch_after_one_pixel_changed(tmp_path):
-    copy_real_files(tmp_path, (TRAIN_IMAGES, TRAIN_LABELS, TEST_LABELS))
-    tampered = bytearray(real_content(TEST_IMAGES))
+def test_load_mnist_rejects_checksum_mismatch_after_one_pixel_changed(real_dir, tmp_path):
+    copy_real_files(real_dir, tmp_path, (TRAIN_IMAGES, TRAIN_LABELS, TEST_LABELS))
+    tampered = bytearray(real_content(real_dir, TEST_IMAGES))
     tampered[16 + 14 * 28 + 14] ^= 0xFF  # the centre pixel of the first image; the header stays valid
     write_gzipped(tmp_path, {TEST_IMAGES: bytes(tampered)})
     actual_md5 = hashlib.md5(tampered).hexdigest()
@@ -259,33 +266,33 @@ def test_download_mnist_fetches_the_four_files_that_then_load(downloaded_dir):
     assert np.bincount(load_mnist(downloaded_dir)["test_labels"], minlength=10).tolist() == TEST_LABEL_COUNTS
 
 
-def test_download_mnist_skips_files_already_present_and_valid(downloaded_dir):
+def test_download_mnist_skips_files_already_present_and_valid(downloaded_dir, mirror_url):
     mtimes_before = {path.name: path.stat().st_mtime_ns for path in downloaded_dir.iterdir()}
-    assert download_mnist(downloaded_dir, base_url=MNIST_URL) == downloaded_dir
+    assert download_mnist(downloaded_dir, base_url=mirror_url) == downloaded_dir
     assert {path.name: path.stat().st_mtime_ns for path in downloaded_dir.iterdir()} == mtimes_before
 
 
-def test_download_mnist_replaces_present_file_that_fails_verification(tmp_path):
-    copy_real_files(tmp_path, (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES))
+def test_download_mnist_replaces_present_file_that_fails_verification(real_dir, mirror_url, tmp_path):
+    copy_real_files(real_dir, tmp_path, (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES))
     (tmp_path / f"{TEST_LABELS}.gz").write_bytes(gzip.compress(b"stale"))
-    download_mnist(tmp_path, base_url=MNIST_URL)
-    assert (tmp_path / f"{TEST_LABELS}.gz").read_bytes() == (MNIST_DIR / f"{TEST_LABELS}.gz").read_bytes()
+    download_mnist(tmp_path, base_url=mirror_url)
+    assert (tmp_path / f"{TEST_LABELS}.gz").read_bytes() == (real_dir / f"{TEST_LABELS}.gz").read_bytes()
 
 
-def test_download_mnist_with_overwrite_downloads_again(tmp_path):
-    copy_real_files(tmp_path)
+def test_download_mnist_with_overwrite_downloads_again(real_dir, mirror_url, tmp_path):
+    copy_real_files(real_dir, tmp_path)
     inodes_before = {name: (tmp_path / f"{name}.gz").stat().st_ino for name in FILE_NAMES}
-    download_mnist(tmp_path, base_url=MNIST_URL, overwrite=True)
+    download_mnist(tmp_path, base_url=mirror_url, overwrite=True)
     # os.replace puts a new file in place, so each path now points at a different inode.
     assert all((tmp_path / f"{name}.gz").stat().st_ino != inodes_before[name] for name in FILE_NAMES)
 
 
-def test_download_mnist_rejects_corrupt_mirror_file_leaving_nothing_behind(tmp_path):
+def test_download_mnist_rejects_corrupt_mirror_file_leaving_nothing_behind(real_dir, tmp_path):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     for name in (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES):
-        (mirror / f"{name}.gz").symlink_to(MNIST_DIR.resolve() / f"{name}.gz")
-    tampered = with_one_label_changed(real_content(TEST_LABELS))
+        (mirror / f"{name}.gz").symlink_to(real_dir.resolve() / f"{name}.gz")
+    tampered = with_one_label_changed(real_content(real_dir, TEST_LABELS))
     write_gzipped(mirror, {TEST_LABELS: tampered})
     destination = tmp_path / "destination"
     url = f"{mirror.as_uri()}/{TEST_LABELS}.gz"
