@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from funcgrad import _checks
+
 
 def iris_first_two_features(dtype=np.float32) -> dict[str, np.ndarray]:
     """Iris split as seed 000 splits it, keeping sepal length and width.
@@ -20,6 +22,7 @@ def iris_first_two_features(dtype=np.float32) -> dict[str, np.ndarray]:
     >>> iris["x_train"].shape, iris["x_test"].shape
     ((120, 2), (30, 2))
     """
+    _checks.check_dtype_argument("iris_first_two_features", dtype)
     from sklearn.datasets import load_iris
     from sklearn.model_selection import train_test_split
 
@@ -42,6 +45,7 @@ def linear_regression_data(seed: int = 1, num_examples: int = 30, dtype=np.float
     >>> x.shape, y.shape
     ((30, 2), (30, 1))
     """
+    _checks.check_dtype_argument("linear_regression_data", dtype)
     x = np.random.default_rng(seed).standard_normal((num_examples, 2))
     y = x @ np.array([2.0, -1.5]) + 5.0
     return x.astype(dtype), y.reshape(-1, 1).astype(dtype)
@@ -57,6 +61,7 @@ def gaussian_blobs(seed: int = 1, num_per_class: int = 15, dtype=np.float32):
     >>> x.shape, y.shape, y.sum()
     ((30, 3), (30, 1), 15.0)
     """
+    _checks.check_dtype_argument("gaussian_blobs", dtype)
     rng = np.random.default_rng(seed)
     positives = rng.standard_normal((num_per_class, 3)) + np.array([2.0, -2.0, 0.0])
     negatives = rng.standard_normal((num_per_class, 3)) + np.array([-2.0, 2.0, 0.0])

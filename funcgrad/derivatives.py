@@ -28,5 +28,7 @@ def hvp(f: Callable[[Params], jax.Array], params: Params, vector: Params) -> Par
     >>> hvp(f, jnp.array([1.0, 2.0]), jnp.array([1.0, 1.0]))
     Array([ 6., 12.], dtype=float32)
     """
+    _checks.check_float_leaves("hvp", params, "params")
+    _checks.check_float_leaves("hvp", vector, "vector")
     _checks.check_like_params("hvp", params, vector)
     return jax.jvp(jax.grad(f), (params,), (vector,))[1]

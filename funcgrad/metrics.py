@@ -14,6 +14,7 @@ def predict_classes(logits: jax.Array) -> jax.Array:
     >>> predict_classes(jnp.array([[0.1, 2.0, -1.0]]))
     Array([1], dtype=int32)
     """
+    _checks.check_float_leaves("predict_classes", logits, "logits")
     return jnp.argmax(logits, axis=-1)
 
 
@@ -23,5 +24,6 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     >>> accuracy(jnp.array([[0.1, 2.0], [3.0, 1.0]]), jnp.array([1, 1]))
     Array(0.5, dtype=float32)
     """
+    _checks.check_float_leaves("accuracy", logits, "logits")
     _checks.check_labels_match_logits("accuracy", logits, labels)
     return jnp.mean(predict_classes(logits) == labels, dtype=jnp.result_type(float))

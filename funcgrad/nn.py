@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from funcgrad import _checks
 from funcgrad.types import Params
 
 
@@ -24,6 +25,7 @@ def linear_init(
     >>> params["weight"].shape, params["bias"].shape
     ((3, 2), (3,))
     """
+    _checks.check_dtype_argument("linear_init", dtype)
     bound = 1.0 / math.sqrt(in_features)
     weight_key, bias_key = jax.random.split(key)
     return {
@@ -39,6 +41,8 @@ def linear_apply(params: Params, x: jax.Array) -> jax.Array:
     >>> linear_apply(params, jnp.ones((5, 2))).shape
     (5, 3)
     """
+    _checks.check_float_leaves("linear_apply", params, "params")
+    _checks.check_float_leaves("linear_apply", x, "x")
     weight = params["weight"]
     if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != weight.shape[1]:
         raise ValueError(
@@ -57,6 +61,7 @@ def mlp_init(key: jax.Array, sizes: tuple[int, ...], dtype=jnp.float32) -> Param
     >>> sorted(to_state_dict(params))
     ['0.bias', '0.weight', '2.bias', '2.weight']
     """
+    _checks.check_dtype_argument("mlp_init", dtype)
     if len(sizes) < 2:
         raise ValueError(f"mlp_init: sizes needs at least an input and an output size, got {sizes}")
     keys = jax.random.split(key, len(sizes) - 1)
@@ -72,6 +77,8 @@ def mlp_apply(params: Params, x: jax.Array, activation=jax.nn.relu) -> jax.Array
     >>> mlp_apply(mlp_init(jax.random.key(0), (784, 128, 10)), jnp.ones((5, 784))).shape
     (5, 10)
     """
+    _checks.check_float_leaves("mlp_apply", params, "params")
+    _checks.check_float_leaves("mlp_apply", x, "x")
     layers = sorted(params, key=int)
     for name in layers[:-1]:
         x = activation(linear_apply(params[name], x))
@@ -86,6 +93,7 @@ def to_state_dict(params) -> dict[str, np.ndarray]:
     >>> to_state_dict({"linear": {"weight": jnp.ones((3, 2)), "bias": jnp.zeros(3)}}).keys()
     dict_keys(['linear.weight', 'linear.bias'])
     """
+    _checks.check_float_leaves("to_state_dict", params, "params")
     flat: dict[str, np.ndarray] = {}
 
     def visit(prefix: str, node) -> None:
@@ -108,11 +116,13 @@ def from_state_dict(state_dict) -> dict:
     >>> params["linear"]["weight"].shape
     (3, 2)
     """
+    arrays = {key: jnp.asarray(value) for key, value in state_dict.items()}
+    _checks.check_float_leaves("from_state_dict", arrays, "state_dict")
     params: dict = {}
-    for key, value in state_dict.items():
+    for key, array in arrays.items():
         *parents, leaf = key.split(".")
         node = params
         for name in parents:
             node = node.setdefault(name, {})
-        node[leaf] = jnp.asarray(value)
+        node[leaf] = array
     return params

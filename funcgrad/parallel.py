@@ -24,6 +24,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from funcgrad import _checks
 from funcgrad.train import Batch, LossFn, Params, fit_minibatches
 
 DATA_AXIS = "data"
@@ -49,6 +50,7 @@ def replicate(tree, mesh: Mesh):
     >>> params["W"].sharding.is_fully_replicated
     True
     """
+    _checks.check_float_leaves("replicate", tree, "tree")
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
@@ -92,6 +94,8 @@ def batch_sharding(loss_fn: LossFn, optimizer: optax.GradientTransformation, par
     >>> images.spec, images.shard_shape((100, 28, 28))  # on 4 devices
     (P('data',), (25, 28, 28))
     """
+    _checks.check_float_leaves("batch_sharding", params, "params")
+    _checks.check_float_leaves("batch_sharding", data, "data")
     found: dict[int, jax.sharding.Sharding] = {}
     batch_structure = []
 

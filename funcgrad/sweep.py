@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from funcgrad import _checks
 from funcgrad.train import fit_full_batch
 from funcgrad.types import Batch, LossFn, Params
 
@@ -48,6 +49,7 @@ def sweep_grid(stacked_params: Params, learning_rates: jax.Array) -> tuple[Param
     >>> rates.shape
     (1000,)
     """
+    _checks.check_float_leaves("sweep_grid", stacked_params, "stacked_params")
     num_inits = _num_models("sweep_grid", stacked_params)
     rates = jnp.asarray(learning_rates)
     if rates.ndim != 1:
@@ -85,6 +87,8 @@ def fit_full_batch_sweep(
     >>> losses.shape
     (1000, 10000)
     """
+    _checks.check_float_leaves("fit_full_batch_sweep", stacked_params, "stacked_params")
+    _checks.check_float_leaves("fit_full_batch_sweep", batch, "batch")
     num_models = _num_models("fit_full_batch_sweep", stacked_params)
     rates = _one_rate_per_model(learning_rates, num_models)
 

@@ -3,6 +3,14 @@
 A loss function has the signature ``loss_fn(params, batch) -> scalar``; ``batch`` is any
 pytree of arrays (for example ``(x, y)``). Gradients are return values, so there is no
 ``zero_grad``: nothing accumulates between steps.
+
+The ``fit_*`` loops are compiled once per cache key: ``loss_fn`` and ``optimizer`` (static
+arguments to ``jit``, keyed by hash and equality: a function by its identity), ``num_steps``
+where there is one, and the shapes and dtypes of the arrays. A new loss function or
+optimizer object compiles anew; ``funcgrad.optim``'s constructors return the same object
+for the same arguments, so rebuilding one reuses the loop. What ``loss_fn`` reads besides
+its arguments (a module global it calls, a closure's variable) is baked in when first
+traced and NOT retraced when it changes: pass a new function, or ``jax.clear_caches()``.
 """
 
 from __future__ import annotations
@@ -34,11 +42,14 @@ def train_step(
 
     Returns the new params and optimizer state, and the loss *before* the update (the
     value a torch loop prints). Wrap it in ``jax.jit`` (with ``loss_fn`` and
-    ``optimizer`` bound) for a compiled step.
+    ``optimizer`` bound) for a compiled step. Params and batch must be float32 or
+    float64 (integer labels pass); that static check adds nothing to the compiled step.
 
     >>> opt = optax.sgd(0.1)
     >>> params, state, loss = train_step(loss_fn, opt, params, opt.init(params), (x, y))
     """
+    _checks.check_float_leaves("train_step", params, "params")
+    _checks.check_float_leaves("train_step", batch, "batch")
     loss, grads = jax.value_and_grad(loss_fn)(params, batch)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
@@ -54,16 +65,19 @@ def fit_full_batch(
 ) -> tuple[Params, optax.OptState, jax.Array]:
     """Run ``num_steps`` full-batch steps in one compiled loop; return the state and every loss.
 
-    Params and batch are checked for NaN/inf before the loop, and a loss that turns
-    non-finite is reported with its step after it (:class:`NonFiniteLossError`); the
-    compiled loop itself carries no checks.
+    Compiled once per (``loss_fn``, ``optimizer``, ``num_steps``, shapes and dtypes); a global
+    that ``loss_fn`` reads is not retraced when it changes (see the module doc).
+
+    Params and batch are checked before the loop (float32 or float64, no NaN/inf), and a
+    loss that turns non-finite is reported with its step after it
+    (:class:`NonFiniteLossError`); the compiled loop itself carries no checks.
 
     >>> opt = optax.sgd(0.01)
     >>> params, opt_state, losses = fit_full_batch(loss_fn, opt, params, opt.init(params), (x, y), 10_000)
     >>> losses.shape
     (10000,)
     """
-    _checks.check_params_and_data("fit_full_batch", params, batch)
+    _checks.check_params_and_data("fit_full_batch", params, batch, "batch")
     result = _fit_full_batch(loss_fn, optimizer, params, opt_state, batch, num_steps)
     _checks.check_losses("fit_full_batch", result[-1])
     return result
@@ -92,6 +106,9 @@ def fit_minibatches(
 ) -> tuple[Params, optax.OptState, jax.Array]:
     """Minibatch SGD in one compiled loop: step ``i`` trains on ``data[batch_indices[i]]``.
 
+    Compiled once per (``loss_fn``, ``optimizer``, shapes and dtypes); a global that
+    ``loss_fn`` reads is not retraced when it changes (see the module doc).
+
     ``data`` stays whole on the device; each batch is gathered inside the loop, so no
     shuffled copy of the dataset is ever made. ``batch_indices`` is
     ``(num_steps, batch_size)``, e.g. from :func:`shuffled_batch_indices`. Runs can be
@@ -102,7 +119,7 @@ def fit_minibatches(
     >>> opt = optax.sgd(0.1)
     >>> params, opt_state, losses = fit_minibatches(loss_fn, opt, params, opt.init(params), (images, labels), order)
     """
-    _checks.check_params_and_data("fit_minibatches", params, data)
+    _checks.check_params_and_data("fit_minibatches", params, data, "data")
     _checks.check_batch_indices("fit_minibatches", data, batch_indices)
     result = _fit_minibatches(loss_fn, optimizer, params, opt_state, data, batch_indices)
     _checks.check_losses("fit_minibatches", result[-1])
@@ -219,14 +236,15 @@ def fit_epochs(
     the order a torch loop prints them (each epoch's full batches, then its short one).
 
     One compilation serves all the epochs: the full batches and the short one each keep
-    their shape from epoch to epoch. Checked like :func:`fit_minibatches`.
+    their shape from epoch to epoch. Compiled once per (``loss_fn``, ``optimizer``, shapes
+    and dtypes), like :func:`fit_minibatches`, and checked like it.
 
     >>> batches = loader_batches(jax.random.key(0), len(labels), 64, num_epochs=2)
     >>> params, opt_state, losses = fit_epochs(loss_fn, opt, params, opt.init(params), (images, labels), batches)
     >>> losses.shape
     (1876,)
     """
-    _checks.check_params_and_data("fit_epochs", params, data)
+    _checks.check_params_and_data("fit_epochs", params, data, "data")
     if batches.full.ndim != 3 or batches.last.ndim != 2:
         raise ValueError(
             f"fit_epochs: batches must be loader_batches(...)'s (epochs, steps, batch) and "

@@ -41,7 +41,7 @@ def test_linear_init_is_uniform_over_the_whole_interval(name):
     np.testing.assert_allclose(values.std(), 1 / math.sqrt(12), rtol=0.05)  # U(-a, a): a / sqrt(3)
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64, jnp.bfloat16], ids=["float32", "float64", "bfloat16"])
+@DTYPES
 def test_linear_init_draws_in_the_requested_dtype(dtype):
     with jax_precision(dtype):
         params = fg.linear_init(jax.random.key(0), 2, 3, dtype=dtype)
