@@ -163,5 +163,8 @@ def test_bad_arguments_are_refused_by_name(make, message):
 def test_the_same_arguments_give_the_same_optimizer_so_compiled_loops_are_reused():
     assert fg.optim.sgd(0.1, momentum=0.9) is fg.optim.sgd(0.1, momentum=0.9)
     assert fg.optim.adamw(1e-3, amsgrad=True) is not fg.optim.adamw(1e-3)
+    assert fg.optim.sgd(0.1) is fg.optim.sgd(learning_rate=0.1, momentum=0.0)  # keyed by the bound arguments
+    # Equal to 0.1, but under x64 its update is float64 before it meets float32 params.
+    assert fg.optim.sgd(np.float64(0.1)) is not fg.optim.sgd(0.1)
     rate = jnp.float32(0.1)  # unhashable: built afresh, not refused
     assert fg.optim.sgd(rate) is not fg.optim.sgd(rate)

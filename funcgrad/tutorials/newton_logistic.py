@@ -23,7 +23,9 @@ def fit_newton(params: dict, x, y, num_steps: int = NUM_NEWTON_STEPS):
     """``num_steps`` Newton steps on :func:`objective`, in one compiled loop.
 
     Returns the final params, the objective before each step (what a torch loop would
-    print) and the norm of the gradient at the final params.
+    print) and the norm of the gradient at the final params. Compiled once per
+    (``num_steps``, shapes and dtypes): :func:`objective` and what it calls are looked up
+    when first traced, and a patched one is not retraced without ``jax.clear_caches()``.
 
     >>> params, objectives, gradient_norm = fit_newton(fg.linear_init(jax.random.key(1), 3, 1), x, y)
     >>> objectives.shape
