@@ -210,3 +210,9 @@ def check_losses(what: str, losses) -> None:
     if step is not None:
         last_finite = float(values[step - 1]) if step else None
         raise NonFiniteLossError(what, step, len(values), float(values[step]), last_finite)
+
+
+def check_num_steps(what: str, num_steps) -> None:
+    """A positive whole number of steps (a loop of none or fewer has nothing to return)."""
+    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
+        raise ValueError(f"{what}: num_steps must be a positive integer, got {num_steps!r}")

@@ -96,7 +96,8 @@ def sgd(
     """
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError("sgd: Nesterov momentum requires a momentum and zero dampening (as in torch)")
-    _check_non_negative("sgd", momentum=momentum, dampening=dampening, weight_decay=weight_decay)
+    _check_non_negative("sgd", learning_rate=learning_rate, momentum=momentum, dampening=dampening,
+                        weight_decay=weight_decay)
     if not (dampening or weight_decay or maximize):
         return optax.sgd(learning_rate, momentum or None, nesterov)
     return optax.chain(

@@ -77,6 +77,7 @@ def fit_full_batch(
     >>> losses.shape
     (10000,)
     """
+    _checks.check_num_steps("fit_full_batch", num_steps)
     _checks.check_params_and_data("fit_full_batch", params, batch, "batch")
     result = _fit_full_batch(loss_fn, optimizer, params, opt_state, batch, num_steps)
     _checks.check_losses("fit_full_batch", result[-1])

@@ -150,6 +150,7 @@ def test_optax_amsgrad_is_not_torchs():
     (lambda: fg.optim.sgd(0.1, nesterov=True), "Nesterov momentum requires"),
     (lambda: fg.optim.sgd(0.1, momentum=0.9, dampening=0.1, nesterov=True), "zero dampening"),
     (lambda: fg.optim.sgd(0.1, momentum=-0.1), "momentum must be >= 0"),
+    (lambda: fg.optim.sgd(-0.1), "learning_rate must be >= 0"),  # torch: "Invalid learning rate"
     (lambda: fg.optim.adam(0.01, weight_decay=-1.0), "weight_decay must be >= 0"),
     (lambda: fg.optim.adam(0.01, betas=(0.9, 1.0)), "b2 must lie in"),
     (lambda: fg.optim.step_lr(0.1, step_size=0), "step_size must be positive"),

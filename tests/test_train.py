@@ -213,6 +213,15 @@ def test_nan_in_params_or_data_is_refused_before_training():
         fg.fit_full_batch(lambda p, b: jnp.sum(p["weight"]), optimizer, params, optimizer.init(params), batch, 3)
 
 
+@pytest.mark.parametrize("num_steps", [-1, 0, 2.5])
+def test_a_number_of_steps_that_is_not_positive_is_refused_by_name(num_steps):
+    params = {"weight": jnp.ones((1, 1)), "bias": jnp.zeros(1)}
+    optimizer = optax.sgd(0.1)
+    with pytest.raises(ValueError, match=rf"fit_full_batch: num_steps must be a positive integer, got {num_steps}"):
+        fg.fit_full_batch(lambda p, b: jnp.sum(p["weight"]), optimizer, params, optimizer.init(params),
+                          jnp.ones((2, 1)), num_steps)
+
+
 def test_batch_indices_out_of_range_are_refused():
     params = {"weight": jnp.ones((1, 1)), "bias": jnp.zeros(1)}
     optimizer = optax.sgd(0.1)
