@@ -14,8 +14,9 @@ The surface, by group:
   and ``fg.optim`` (torch's optimizers and schedulers in Optax terms);
 - data: the tutorial datasets and MNIST;
 - parallel: data-parallel sharding, and many models at once (``sweep``);
-- parity: ``fg.parity`` (the verdict engine) and ``fg.porting`` (the assertion over two
-  training runs, re-exported here).
+- parity: ``fg.parity`` (the verdict engine), ``fg.porting`` (the assertion over two
+  training runs) and ``fg.stepwise`` (every step replayed from torch's exact state), their
+  assertions re-exported here.
 """
 
 # core
@@ -50,8 +51,9 @@ from funcgrad.parallel import batch_sharding, data_mesh, replicate, shard_batch_
 from funcgrad.sweep import fit_full_batch_sweep, init_many, sweep_grid
 
 # parity
-from funcgrad import parity, porting
+from funcgrad import parity, porting, stepwise
 from funcgrad.porting import ParityError, assert_same_run, assert_same_training, record_jax_run, record_torch_run
+from funcgrad.stepwise import StepVerdict, assert_same_steps
 
 __all__ = [
     # core
@@ -66,6 +68,7 @@ __all__ = [
     "batch_sharding", "data_mesh", "replicate", "shard_batch_indices", "fit_full_batch_sweep",
     "init_many", "sweep_grid",
     # parity
-    "parity", "porting", "ParityError", "assert_same_run", "assert_same_training",
+    "parity", "porting", "stepwise", "ParityError", "assert_same_run", "assert_same_training",
+    "StepVerdict", "assert_same_steps",
     "record_jax_run", "record_torch_run",
 ]

@@ -252,7 +252,7 @@ def _from_torch(what: str, held: dict, name: str, key: str, like: jax.Array) -> 
     value = held[name][key]
     # A copy: on the CPU jnp.asarray may share a numpy array's memory, and torch's next
     # step updates its buffers in place.
-    value = np.array(value.detach().cpu() if hasattr(value, "detach") else value, copy=True)
+    value = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value).copy()
     if value.shape != like.shape:
         raise ValueError(f"{what}: torch's {key} for {name} has shape {value.shape}, but the "
                          f"parameter's is {like.shape}")

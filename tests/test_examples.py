@@ -100,6 +100,15 @@ def test_port_your_model_proves_its_port(capsys):
     assert "float64: all 5 quantities agree" in printed and "float32: all 5 quantities agree" in printed
 
 
+def test_port_your_model_stepwise_passes_a_correct_port_whose_float32_runs_separate(monkeypatch, capsys):
+    # 870 steps of a ReLU MLP: the float32 whole runs part (amplified rounding), every
+    # step synced from torch's state agrees, and float64 agrees whole and step by step.
+    printed = run_example("port_your_model_stepwise", monkeypatch=monkeypatch, capsys=capsys)
+    assert "float64: every synced step agrees (870 steps), and so do the whole runs" in printed
+    assert "float32: whole runs separate after step " in printed
+    assert "every step agrees from the same state (870 synced steps)" in printed
+
+
 def imported_modules(path):
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):

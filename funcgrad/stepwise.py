@@ -1,0 +1,342 @@
+"""The step-synchronized verdict: every step of a torch run replayed in JAX from torch's
+exact state, so that one step's error is seen without the drift of the steps before it.
+
+A long non-convex float32 run parts from its twin at a ReLU kink even when every step is
+right: XLA's and ATen's kernels round differently, one run crosses the kink and the other
+does not, and from there the gap grows by a steady factor a step. A verdict on the whole
+run cannot tell that from a porting bug. Here, at every step (or every ``every``-th), the
+JAX step starts from torch's parameters, optimizer state and schedule position, on the
+same batch, and three stages are judged one after another:
+
+- **forward**: the loss at the same weights;
+- **gradient**: every parameter's gradient (reported nearest the output first: backprop
+  carries an error to every earlier layer, so the one nearest the output is where to look);
+- **optimizer**: every parameter's new value and every field of the optimizer state.
+
+float64 is held to the direct rule (1e-10). float32 is judged by the error model
+(:mod:`funcgrad.parity`) against torch's float64 step *from the same float32 state*, so
+nothing can amplify. The same torch runs give the whole-run comparison too: a float32
+whole run that leaves its band while every synced step agrees (and float64 agrees) is
+reported as rounding amplified by the model, not as a difference.
+
+What you write: your torch set-up and loss, and your JAX loss and optimizer::
+
+    def torch_setup(dtype):                      # the model, optimizer and scheduler, in dtype
+        model = make_model().to(torch_dtype(dtype)); model.load_state_dict(initial)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        return model, optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 50)
+
+    def torch_loss(model, batch):                # the forward pass and loss of one step
+        x, y = batch
+        return criterion(model(x), y)
+
+    report = assert_same_steps(loss_fn, fg.optim.sgd(schedule, momentum=0.9),
+                               torch_setup, torch_loss, batches)
+
+The harness runs torch's step itself (``zero_grad``, ``backward``, ``optimizer.step()``,
+then ``scheduler.step()``), so every batch is met the same way on both sides.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any, Callable, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from funcgrad import parity
+from funcgrad.nn import from_state_dict, to_state_dict
+from funcgrad.optim_state import state_from_torch
+from funcgrad.porting import DTYPES, ParityError
+from funcgrad.types import LossFn
+
+STAGES = ("forward", "gradient", "optimizer")
+
+
+@dataclasses.dataclass
+class StepVerdict:
+    """One dtype's verdict: per quantity over the synced steps, the whole runs, and where
+    the first synced step failed (stage and parameter) or where the whole runs separate."""
+
+    dtype: str
+    synced: list[parity.Quantity]
+    whole_run: list[parity.Quantity]
+    synced_steps: int
+    first_failure: str | None  # "float64, step 0: the gradient of 2.bias differs (...)"
+    separation: int | None  # first step the whole runs leave their band, float32 only
+    passed: bool
+    summary: str
+
+
+def assert_same_steps(
+    jax_loss: LossFn,
+    jax_optimizer: optax.GradientTransformation,
+    torch_setup: Callable[[np.dtype], tuple],
+    torch_loss: Callable[[Any, tuple], Any],
+    batches: Iterable[tuple],
+    dtypes: Iterable[str] = DTYPES,
+    every: int = 1,
+) -> dict[str, StepVerdict]:
+    """Replay every ``every``-th step of the torch run in JAX from torch's exact state and
+    assert each stage agrees; compare the whole runs too. Returns ``{dtype: StepVerdict}``.
+
+    Args:
+      jax_loss, jax_optimizer: the port, ``loss_fn(params, batch)`` and an fg.optim optimizer.
+      torch_setup: ``dtype -> (model, optimizer)`` or ``(model, optimizer, scheduler)``, fresh,
+        from the shared initial weights (draw them once, in float32, and cast).
+      torch_loss: ``(model, batch) -> loss tensor`` on a batch of torch tensors.
+      batches: the batches in order, each a tuple of numpy arrays (floats are cast to the
+        dtype, integers kept), as both sides meet them.
+
+    Raises :class:`~funcgrad.ParityError` naming the dtype, step, stage and parameter of
+    the first synced step that differs, or a float64 whole-run difference.
+
+    >>> verdicts = assert_same_steps(loss_fn, optimizer, torch_setup, torch_loss, batches)
+    >>> print(verdicts["float32"].summary)
+    """
+    if every < 1:
+        raise ValueError(f"assert_same_steps: every must be a positive number of steps, got {every}")
+    batches = [tuple(np.asarray(part) for part in batch) for batch in batches]
+    if not batches:
+        raise ValueError("assert_same_steps: no batches: give the batches of every step, in order")
+    dtypes = list(dtypes)
+    if not dtypes:
+        raise ValueError(f"assert_same_steps: no dtype to train in; give some of {DTYPES}")
+    step_fn = _jax_step(jax_loss, jax_optimizer)
+    verdicts, reference_run = {}, None
+    for name in dtypes:
+        dtype = np.dtype(name)
+        if dtype not in parity.TOLERANCES:
+            raise ValueError(f"assert_same_steps: no parity rule for {name}; use float32 or float64")
+        if dtype == np.float32 and reference_run is None:
+            reference_run = _torch_run(torch_setup, torch_loss, batches, np.dtype(np.float64))
+        twin = _torch_objects(torch_setup, np.dtype(np.float64)) if dtype == np.float32 else None
+        record = _synced_run(step_fn, jax_optimizer, torch_setup, torch_loss, batches, dtype, every, twin)
+        if dtype == np.float64:
+            reference_run = record["torch run"]
+        jax_run = _free_jax_run(step_fn, jax_optimizer, record["initial"], batches, dtype)
+        verdicts[name] = _verdict(name, record, jax_run, reference_run if dtype == np.float32 else None)
+    failed = [v for v in verdicts.values() if not v.passed]
+    if failed:
+        raise ParityError("\n".join(v.summary for v in failed),
+                          [row for v in failed for row in v.synced + v.whole_run])
+    return verdicts
+
+
+def _jax_step(loss_fn, optimizer):
+    """One compiled step: the loss, the gradients, the new params and optimizer state."""
+    @jax.jit
+    def step(params, opt_state, batch):
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+        updates, new_state = optimizer.update(grads, opt_state, params)
+        return loss, grads, optax.apply_updates(params, updates), new_state
+    return step
+
+
+def _torch_objects(torch_setup, dtype) -> tuple:
+    objects = tuple(torch_setup(dtype))
+    if len(objects) not in (2, 3):
+        raise ValueError("assert_same_steps: torch_setup must return (model, optimizer) or "
+                         f"(model, optimizer, scheduler), got {len(objects)} objects")
+    model, optimizer, scheduler = objects + (None,) * (3 - len(objects))
+    names = [name for name, _ in model.named_parameters()]
+    if not names:
+        raise ValueError("assert_same_steps: the torch model has no parameters")
+    return model, optimizer, scheduler, names
+
+
+def _torch_batch(batch, dtype):
+    import torch
+
+    return tuple(torch.from_numpy(np.ascontiguousarray(part.astype(dtype) if part.dtype.kind == "f" else part))
+                 for part in batch)
+
+
+def _torch_step(objects, torch_loss, batch) -> tuple[np.ndarray, dict]:
+    """torch's step as its loop takes it; the loss and every parameter's gradient."""
+    model, optimizer, scheduler, names = objects
+    optimizer.zero_grad()
+    loss = torch_loss(model, batch)
+    loss.backward()
+    grads = {name: np.zeros(tuple(p.shape), _numpy_dtype(p)) if p.grad is None else p.grad.detach().cpu().numpy().copy()
+             for name, p in model.named_parameters()}
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss.detach().cpu().numpy().copy(), grads
+
+
+def _numpy_dtype(tensor):
+    return np.float64 if str(tensor.dtype) == "torch.float64" else np.float32
+
+
+def _params(model) -> dict[str, np.ndarray]:
+    return {name: p.detach().cpu().numpy().copy() for name, p in model.named_parameters()}
+
+
+def _torch_run(torch_setup, torch_loss, batches, dtype) -> dict:
+    """A whole torch run, unsynced: its losses and final parameters."""
+    objects = _torch_objects(torch_setup, dtype)
+    losses = [_torch_step(objects, torch_loss, _torch_batch(batch, dtype))[0] for batch in batches]
+    return _whole_run(losses, _params(objects[0]))
+
+
+def _whole_run(losses, params) -> dict:
+    return {"loss per step": parity.History(np.stack(losses)), "final parameters": params}
+
+
+def _synced_run(step_fn, optimizer, torch_setup, torch_loss, batches, dtype, every, twin) -> dict:
+    """The torch run in ``dtype``, and at each synced step the JAX step (and, for float32,
+    torch's float64 step) from torch's state before it."""
+    objects = _torch_objects(torch_setup, dtype)
+    model, torch_optimizer, scheduler, names = objects
+    with jax.enable_x64(dtype == np.float64):
+        template = optimizer.init(from_state_dict(_params(model)))
+    initial, losses, steps = _params(model), [], []
+    for t, batch in enumerate(batches):
+        torch_batch = _torch_batch(batch, dtype)
+        if t % every:
+            losses.append(_torch_step(objects, torch_loss, torch_batch)[0])
+            continue
+        params, state = _params(model), copy.deepcopy(torch_optimizer.state_dict())
+        scheduler_state = None if scheduler is None else copy.deepcopy(scheduler.state_dict())
+        with jax.enable_x64(dtype == np.float64):
+            opt_state = state_from_torch(template, state, names, t)
+            loss, grads, new_params, new_state = step_fn(from_state_dict(params), opt_state,
+                                                          tuple(jnp.asarray(part) for part in torch_batch))
+            jax_side = _stage_results(loss, to_state_dict(grads), to_state_dict(new_params), new_state)
+        torch_loss_value, torch_grads = _torch_step(objects, torch_loss, torch_batch)
+        losses.append(torch_loss_value)
+        with jax.enable_x64(dtype == np.float64):
+            torch_state = state_from_torch(template, copy.deepcopy(torch_optimizer.state_dict()), names, t + 1)
+        torch_side = _stage_results(torch_loss_value, torch_grads, _params(model), torch_state)
+        reference = None if twin is None else _twin_step(twin, optimizer, torch_loss, batch, params, state,
+                                                         scheduler_state, t)
+        steps.append((t, jax_side, torch_side, reference))
+    return {"torch run": _whole_run(losses, _params(model)), "initial": initial, "steps": steps}
+
+
+def _twin_step(twin, optimizer, torch_loss, batch, params, state, scheduler_state, t) -> dict:
+    """torch's float64 step from the float32 run's state: the reference of one float32 step."""
+    import torch
+
+    model, torch_optimizer, scheduler, names = twin
+    model.load_state_dict({name: torch.from_numpy(value.astype(np.float64)) for name, value in params.items()},
+                          strict=False)
+    torch_optimizer.load_state_dict(copy.deepcopy(state))
+    if scheduler is not None:
+        scheduler.load_state_dict(copy.deepcopy(scheduler_state))
+    loss, grads = _torch_step(twin, torch_loss, _torch_batch(batch, np.float64))
+    with jax.enable_x64(True):
+        template = optimizer.init(from_state_dict({n: v.astype(np.float64) for n, v in params.items()}))
+        new_state = state_from_torch(template, copy.deepcopy(torch_optimizer.state_dict()), names, t + 1)
+    return _stage_results(loss, grads, _params(model), new_state)
+
+
+def _stage_results(loss, grads: dict, new_params: dict, opt_state) -> dict:
+    """One step's quantities, keyed by stage: ``forward/loss``, ``gradient/NAME``,
+    ``optimizer/new value/NAME``, ``optimizer/state PATH``."""
+    results = {"forward/loss": np.asarray(loss)}
+    results |= {f"gradient/{name}": np.asarray(value) for name, value in grads.items()}
+    results |= {f"optimizer/new value/{name}": np.asarray(value) for name, value in new_params.items()}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]:
+        leaf = np.asarray(leaf)  # a step count is compared exactly, the rest as floats
+        results[f"optimizer/{_state_name(path)}"] = leaf if leaf.dtype.kind == "f" else parity.Exact(leaf)
+    return results
+
+
+def _state_name(path) -> str:
+    """``[1].trace['0']['weight']`` as ``trace of 0.weight``; ``[2].count`` as ``count of
+    transformation 2`` (the optimizer's chain position)."""
+    field = next((key.name for key in path if isinstance(key, jax.tree_util.GetAttrKey)), "state")
+    param = ".".join(str(key.key) for key in path if isinstance(key, jax.tree_util.DictKey))
+    position = [str(key.idx) for key in path if isinstance(key, jax.tree_util.SequenceKey)]
+    return f"{field} of {param}" if param else f"{field} of transformation {'.'.join(position) or 0}"
+
+
+def _verdict(dtype_name: str, record: dict, jax_run: dict, reference_run: dict | None) -> StepVerdict:
+    dtype = np.dtype(dtype_name)
+    per_step = []
+    for t, jax_side, torch_side, reference in record["steps"]:
+        per_step.append((t, parity.compare_results(jax_side, torch_side, dtype, reference)))
+    synced = _over_steps(per_step)
+    first_failure = next((_localize(dtype_name, t, rows) for t, rows in per_step
+                          if not all(row.passed for row in rows)), None)
+    whole_run = parity.compare_results(jax_run, record["torch run"], dtype, reference_run)
+    whole_passed = all(row.passed for row in whole_run)
+    separation = min((row.first_divergence for row in whole_run if row.first_divergence is not None), default=None)
+    if first_failure is not None:
+        passed, summary = False, first_failure
+    elif whole_passed:
+        passed, summary = True, f"{dtype_name}: every synced step agrees ({len(per_step)} steps), and so do the whole runs"
+    elif dtype == np.float32:
+        where = f"after step {separation}" if separation is not None else "at the end"
+        passed, summary = True, (f"{dtype_name}: whole runs separate {where}: rounding amplified by the model; "
+                                 f"every step agrees from the same state ({len(per_step)} synced steps)")
+    else:
+        passed, summary = False, (f"{dtype_name}: every synced step agrees, but the whole runs differ: "
+                                  + parity.format_failures(whole_run).replace("\n", "; "))
+    return StepVerdict(dtype_name, synced, whole_run, len(per_step), first_failure,
+                       separation if not whole_passed else None, passed, summary)
+
+
+def _free_jax_run(step_fn, optimizer, initial: dict, batches, dtype) -> dict:
+    """The port on its own from the initial weights over the same batches: its whole run."""
+    with jax.enable_x64(dtype == np.float64):
+        params = from_state_dict({name: value.astype(dtype) for name, value in initial.items()})
+        opt_state, losses = optimizer.init(params), []
+        for batch in batches:
+            parts = tuple(jnp.asarray(part.astype(dtype) if part.dtype.kind == "f" else part) for part in batch)
+            loss, _, params, opt_state = step_fn(params, opt_state, parts)
+            losses.append(loss)
+        return _whole_run([np.asarray(loss) for loss in losses], to_state_dict(params))
+
+
+def _over_steps(per_step: list) -> list[parity.Quantity]:
+    """One row per quantity over all synced steps: its worst step, and its first failing one."""
+    rows = []
+    for index, first in enumerate(per_step[0][1]):
+        column = [(t, step_rows[index]) for t, step_rows in per_step]
+        worst = max(column, key=lambda item: item[1].band_ratio)[1]
+        failing = [t for t, row in column if not row.passed]
+        refs = [row.jax_ref_err for _, row in column if row.jax_ref_err is not None]
+        torch_refs = [row.torch_ref_err for _, row in column if row.torch_ref_err is not None]
+        factors = [row.factor_needed for _, row in column if row.factor_needed is not None]
+        rows.append(dataclasses.replace(
+            worst, name=f"{first.name} (synced)", kind="history",
+            max_abs_err=max(row.max_abs_err for _, row in column),
+            max_rel_err=max(row.max_rel_err for _, row in column),
+            direct_passed=all(row.direct_passed for _, row in column),
+            jax_ref_err=max(refs) if refs else None, torch_ref_err=max(torch_refs) if torch_refs else None,
+            factor_needed=max(factors) if factors else None,
+            first_divergence=failing[0] if failing else None, passed=not failing,
+            note=(f"differs at step {failing[0]} ({len(failing)} of {len(column)} synced steps)"
+                  + (f": {worst.note}" if worst.note else "")) if failing else ""))
+    return rows
+
+
+def _localize(dtype_name: str, t: int, rows: list[parity.Quantity]) -> str:
+    """The first failing stage of one synced step, and its parameters nearest the output first."""
+    by_stage = {stage: [row for row in rows if row.name.startswith(stage + "/")] for stage in STAGES}
+    where = f"{dtype_name}, step {t}"
+    if not all(row.passed for row in by_stage["forward"]):
+        return f"{where}: the loss differs at the same weights (the forward pass)"
+    gradients = list(reversed(by_stage["gradient"]))  # torch registers parameters input to output
+    wrong = [_short(row.name) for row in gradients if not row.passed]
+    if wrong:
+        right = [_short(row.name) for row in gradients if row.passed]
+        return (f"{where}: the gradient of {wrong[0]} differs"
+                + (f" (also {', '.join(wrong[1:])})" if wrong[1:] else "")
+                + " (loss agrees" + (f"; {', '.join(right)} agree" if len(right) > 1 else
+                                     f"; {right[0]} agrees" if right else "") + ")")
+    wrong = [_short(row.name) for row in reversed(by_stage["optimizer"]) if not row.passed]
+    return f"{where}: the optimizer's {wrong[0]} differs" + (
+        f" (also {', '.join(wrong[1:])})" if wrong[1:] else "") + " (loss and gradients agree)"
+
+
+def _short(name: str) -> str:
+    return name.split("/", 1)[1]
