@@ -18,9 +18,9 @@ How float values are judged (the error model; README's "How parity is judged"):
   must be within ``BAND_FACTOR`` times the noise PyTorch shows at that element's scale,
   plus ``FLOOR_ULPS`` float32 ulps of ``|ref_i|`` (for values PyTorch happens to round
   exactly). That noise is the larger of PyTorch's largest distance on any element no
-  larger than ``|ref_i|`` and the ``NOISE_QUANTILE`` (90th percentile) of PyTorch's
+  larger than ``|ref_i|`` and the ``NOISE_QUANTILE`` (99th percentile) of PyTorch's
   distances over the quantity's nonzero elements: an error cannot hide behind a larger
-  element's rounding unless a tenth of the quantity shows that much noise, and an
+  element's rounding unless 1 % of the quantity shows that much noise, and an
   element where PyTorch happened to land exactly is not held to PyTorch's luck (a
   gradient element near zero is often the cancellation of terms as large as its
   neighbours', and carries their noise, whatever its own size). float32 runs of the same algorithm differ in the last
@@ -73,10 +73,11 @@ MIN_BAND_WINDOW = 10
 # of PyTorch's distances over the quantity's nonzero elements (see the module doc). The
 # ratio of two independent roundings of one element has a heavy tail (a quarter of draws
 # beyond 2.5x), so an element judged by PyTorch's distance there alone fails correct
-# ports: the median left torch-optimizers' Adam parameters needing 3.6x and the synced
-# gradients of examples/port_your_model_stepwise.py 4.2x; the 90th percentile 2.4x
-# and 2.3x (the old whole-quantity maximum: 2.0x). Of two elements it is the smaller.
-NOISE_QUANTILE = 0.9
+# ports. The least factor that passes, by this quantile: the median left torch-optimizers'
+# Adam parameters needing 3.6x and the 870 synced steps of digits-mlp-synced 4.2x; the
+# 90th percentile 2.4x and 3.7x; the 99th 2.4x and 2.2x. Of two elements it takes the
+# smaller, of three the middle.
+NOISE_QUANTILE = 0.99
 
 
 @dataclasses.dataclass(frozen=True)
