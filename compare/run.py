@@ -18,9 +18,10 @@ import jax
 import numpy as np
 import torch
 
+import funcgrad as fg
 from compare.cases import CASES
 from compare.runtime import Context
-from funcgrad import parity
+from funcgrad import parity, stepwise
 
 
 class Sides(NamedTuple):
@@ -79,6 +80,8 @@ def run_case(name: str, ctx: Context, reference: dict | None = None) -> dict:
     float32 is judged against ``reference``, the PyTorch side's float64 results; when it
     is not given, the float64 twin is run here to make it.
     """
+    if hasattr(CASES.get(name), "synced"):
+        return run_synced(name, ctx, (ctx.dtype.name,))[ctx.dtype.name]
     if ctx.dtype == np.float32 and reference is None:
         reference = float64_reference(name, ctx)
     return judge(name, ctx, run_sides(name, ctx), reference)
@@ -89,6 +92,30 @@ def float64_reference(name: str, ctx: Context) -> dict:
     return run_sides(name, dataclasses.replace(ctx, dtype=np.dtype(np.float64))).torch
 
 
+def run_synced(name: str, ctx: Context, dtypes=("float64", "float32")) -> dict:
+    """A case with ``synced(ctx)`` (the arguments of :func:`funcgrad.compare_steps`) judged
+    step by step from torch's state, in :func:`run_in_dtypes`' layout."""
+    start = time.perf_counter()
+    with jax.default_device(ctx.jax_device):
+        verdicts = fg.compare_steps(**CASES[name].synced(ctx), dtypes=dtypes)
+    seconds = round((time.perf_counter() - start) / len(dtypes), 3)
+    entry = {"name": name, "source": CASES[name].SOURCE}
+    for dtype, verdict in verdicts.items():
+        rows = verdict.synced + verdict.whole_run
+        judged = [row for row in rows if not row.rule.endswith(stepwise.INFORMATION)]
+        entry[dtype] = {
+            "name": name, "source": CASES[name].SOURCE, "dtype": dtype, "seed": ctx.seed,
+            "passed": verdict.passed, "seconds": seconds, "summary": verdict.summary,
+            "synced_steps": verdict.synced_steps,
+            "worst_band_ratio": max((row.band_ratio for row in judged), default=0.0),
+            "first_divergence": None if verdict.separation is None else
+            {"step": verdict.separation, "quantity": "whole runs part (every synced step agrees)"},
+            "quantities": parity.to_json(rows),
+        }
+    entry["passed"] = all(entry[dtype]["passed"] for dtype in dtypes)
+    return entry
+
+
 def run_in_dtypes(name: str, ctx: Context, dtypes=("float64", "float32"), keep_sides: bool = False) -> dict:
     """Case ``name`` judged in each of ``dtypes``: ``{"name", "source", "passed", dtype: report}``.
 
@@ -96,6 +123,8 @@ def run_in_dtypes(name: str, ctx: Context, dtypes=("float64", "float32"), keep_s
     ``keep_sides``, ``entry["sides"]`` holds each dtype's :class:`Sides` and the
     ``"reference"`` (for plots; not JSON).
     """
+    if hasattr(CASES[name], "synced"):
+        return run_synced(name, ctx, dtypes)
     entry, sides = {"name": name, "source": CASES[name].SOURCE}, {}
     if "float64" in dtypes:
         ctx64 = dataclasses.replace(ctx, dtype=np.dtype(np.float64))

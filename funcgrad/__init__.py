@@ -53,7 +53,7 @@ from funcgrad.sweep import fit_full_batch_sweep, init_many, sweep_grid
 # parity
 from funcgrad import parity, porting, stepwise
 from funcgrad.porting import ParityError, assert_same_run, assert_same_training, record_jax_run, record_torch_run
-from funcgrad.stepwise import StepVerdict, assert_same_steps
+from funcgrad.stepwise import StepVerdict, assert_same_steps, compare_steps
 
 __all__ = [
     # core
@@ -69,6 +69,6 @@ __all__ = [
     "init_many", "sweep_grid",
     # parity
     "parity", "porting", "stepwise", "ParityError", "assert_same_run", "assert_same_training",
-    "StepVerdict", "assert_same_steps",
+    "StepVerdict", "assert_same_steps", "compare_steps",
     "record_jax_run", "record_torch_run",
 ]

@@ -55,6 +55,8 @@ from funcgrad.porting import DTYPES, ParityError
 from funcgrad.types import LossFn
 
 STAGES = ("forward", "gradient", "optimizer")
+# Marks a whole-run row that left its band where every synced step agrees: shown, not failed.
+INFORMATION = "(information)"
 
 
 @dataclasses.dataclass
@@ -81,8 +83,32 @@ def assert_same_steps(
     dtypes: Iterable[str] = DTYPES,
     every: int = 1,
 ) -> dict[str, StepVerdict]:
+    """:func:`compare_steps`, raising :class:`~funcgrad.ParityError` when a dtype fails:
+    its message names the dtype, step, stage and parameter of the first synced step that
+    differs, or a float64 whole-run difference.
+
+    >>> verdicts = assert_same_steps(loss_fn, optimizer, torch_setup, torch_loss, batches)
+    >>> print(verdicts["float32"].summary)
+    """
+    verdicts = compare_steps(jax_loss, jax_optimizer, torch_setup, torch_loss, batches, dtypes, every)
+    failed = [v for v in verdicts.values() if not v.passed]
+    if failed:
+        raise ParityError("\n".join(v.summary for v in failed),
+                          [row for v in failed for row in v.synced + v.whole_run])
+    return verdicts
+
+
+def compare_steps(
+    jax_loss: LossFn,
+    jax_optimizer: optax.GradientTransformation,
+    torch_setup: Callable[[np.dtype], tuple],
+    torch_loss: Callable[[Any, tuple], Any],
+    batches: Iterable[tuple],
+    dtypes: Iterable[str] = DTYPES,
+    every: int = 1,
+) -> dict[str, StepVerdict]:
     """Replay every ``every``-th step of the torch run in JAX from torch's exact state and
-    assert each stage agrees; compare the whole runs too. Returns ``{dtype: StepVerdict}``.
+    judge each stage; compare the whole runs too. Returns ``{dtype: StepVerdict}``.
 
     Args:
       jax_loss, jax_optimizer: the port, ``loss_fn(params, batch)`` and an fg.optim optimizer.
@@ -92,26 +118,24 @@ def assert_same_steps(
       batches: the batches in order, each a tuple of numpy arrays (floats are cast to the
         dtype, integers kept), as both sides meet them.
 
-    Raises :class:`~funcgrad.ParityError` naming the dtype, step, stage and parameter of
-    the first synced step that differs, or a float64 whole-run difference.
-
-    >>> verdicts = assert_same_steps(loss_fn, optimizer, torch_setup, torch_loss, batches)
-    >>> print(verdicts["float32"].summary)
+    >>> verdicts = compare_steps(loss_fn, optimizer, torch_setup, torch_loss, batches)
+    >>> verdicts["float32"].passed, verdicts["float32"].separation
+    (True, 724)
     """
     if every < 1:
-        raise ValueError(f"assert_same_steps: every must be a positive number of steps, got {every}")
+        raise ValueError(f"compare_steps: every must be a positive number of steps, got {every}")
     batches = [tuple(np.asarray(part) for part in batch) for batch in batches]
     if not batches:
-        raise ValueError("assert_same_steps: no batches: give the batches of every step, in order")
+        raise ValueError("compare_steps: no batches: give the batches of every step, in order")
     dtypes = list(dtypes)
     if not dtypes:
-        raise ValueError(f"assert_same_steps: no dtype to train in; give some of {DTYPES}")
+        raise ValueError(f"compare_steps: no dtype to train in; give some of {DTYPES}")
     step_fn = _jax_step(jax_loss, jax_optimizer)
     verdicts, reference_run = {}, None
     for name in dtypes:
         dtype = np.dtype(name)
         if dtype not in parity.TOLERANCES:
-            raise ValueError(f"assert_same_steps: no parity rule for {name}; use float32 or float64")
+            raise ValueError(f"compare_steps: no parity rule for {name}; use float32 or float64")
         if dtype == np.float32 and reference_run is None:
             reference_run = _torch_run(torch_setup, torch_loss, batches, np.dtype(np.float64))
         twin = _torch_objects(torch_setup, np.dtype(np.float64)) if dtype == np.float32 else None
@@ -120,10 +144,6 @@ def assert_same_steps(
             reference_run = record["torch run"]
         jax_run = _free_jax_run(step_fn, jax_optimizer, record["initial"], batches, dtype)
         verdicts[name] = _verdict(name, record, jax_run, reference_run if dtype == np.float32 else None)
-    failed = [v for v in verdicts.values() if not v.passed]
-    if failed:
-        raise ParityError("\n".join(v.summary for v in failed),
-                          [row for v in failed for row in v.synced + v.whole_run])
     return verdicts
 
 
@@ -140,12 +160,12 @@ def _jax_step(loss_fn, optimizer):
 def _torch_objects(torch_setup, dtype) -> tuple:
     objects = tuple(torch_setup(dtype))
     if len(objects) not in (2, 3):
-        raise ValueError("assert_same_steps: torch_setup must return (model, optimizer) or "
+        raise ValueError("compare_steps: torch_setup must return (model, optimizer) or "
                          f"(model, optimizer, scheduler), got {len(objects)} objects")
     model, optimizer, scheduler = objects + (None,) * (3 - len(objects))
     names = [name for name, _ in model.named_parameters()]
     if not names:
-        raise ValueError("assert_same_steps: the torch model has no parameters")
+        raise ValueError("compare_steps: the torch model has no parameters")
     return model, optimizer, scheduler, names
 
 
@@ -206,18 +226,29 @@ def _synced_run(step_fn, optimizer, torch_setup, torch_loss, batches, dtype, eve
         scheduler_state = None if scheduler is None else copy.deepcopy(scheduler.state_dict())
         with jax.enable_x64(dtype == np.float64):
             opt_state = state_from_torch(template, state, names, t)
-            loss, grads, new_params, new_state = step_fn(from_state_dict(params), opt_state,
-                                                          tuple(jnp.asarray(part) for part in torch_batch))
-            jax_side = _stage_results(loss, to_state_dict(grads), to_state_dict(new_params), new_state)
+            loss, grads, new_params, new_state = _first_call(step_fn, params, opt_state, torch_batch) if not steps \
+                else step_fn(from_state_dict(params), opt_state, tuple(jnp.asarray(part) for part in torch_batch))
+            jax_side = _stage_results(names, loss, to_state_dict(grads), to_state_dict(new_params), new_state)
         torch_loss_value, torch_grads = _torch_step(objects, torch_loss, torch_batch)
         losses.append(torch_loss_value)
         with jax.enable_x64(dtype == np.float64):
             torch_state = state_from_torch(template, copy.deepcopy(torch_optimizer.state_dict()), names, t + 1)
-        torch_side = _stage_results(torch_loss_value, torch_grads, _params(model), torch_state)
+        torch_side = _stage_results(names, torch_loss_value, torch_grads, _params(model), torch_state)
         reference = None if twin is None else _twin_step(twin, optimizer, torch_loss, batch, params, state,
                                                          scheduler_state, t)
         steps.append((t, jax_side, torch_side, reference))
     return {"torch run": _whole_run(losses, _params(model)), "initial": initial, "steps": steps}
+
+
+def _first_call(step_fn, params: dict, opt_state, torch_batch):
+    """The first JAX step, where a port whose loss expects other parameters than torch's
+    (names, shapes) fails: say so, naming torch's."""
+    try:
+        return step_fn(from_state_dict(params), opt_state, tuple(jnp.asarray(part) for part in torch_batch))
+    except (KeyError, TypeError, ValueError) as error:
+        shapes = ", ".join(f"{name} {value.shape}" for name, value in params.items())
+        raise ValueError(f"compare_steps: the JAX loss cannot take torch's parameters ({shapes}) "
+                         f"as fg.from_state_dict lays them out: {type(error).__name__}: {error}") from error
 
 
 def _twin_step(twin, optimizer, torch_loss, batch, params, state, scheduler_state, t) -> dict:
@@ -234,15 +265,15 @@ def _twin_step(twin, optimizer, torch_loss, batch, params, state, scheduler_stat
     with jax.enable_x64(True):
         template = optimizer.init(from_state_dict({n: v.astype(np.float64) for n, v in params.items()}))
         new_state = state_from_torch(template, copy.deepcopy(torch_optimizer.state_dict()), names, t + 1)
-    return _stage_results(loss, grads, _params(model), new_state)
+    return _stage_results(names, loss, grads, _params(model), new_state)
 
 
-def _stage_results(loss, grads: dict, new_params: dict, opt_state) -> dict:
-    """One step's quantities, keyed by stage: ``forward/loss``, ``gradient/NAME``,
-    ``optimizer/new value/NAME``, ``optimizer/state PATH``."""
+def _stage_results(names: list[str], loss, grads: dict, new_params: dict, opt_state) -> dict:
+    """One step's quantities, keyed by stage, parameters in torch's order (input to output):
+    ``forward/loss``, ``gradient/NAME``, ``optimizer/new value/NAME``, ``optimizer/FIELD of NAME``."""
     results = {"forward/loss": np.asarray(loss)}
-    results |= {f"gradient/{name}": np.asarray(value) for name, value in grads.items()}
-    results |= {f"optimizer/new value/{name}": np.asarray(value) for name, value in new_params.items()}
+    results |= {f"gradient/{name}": np.asarray(grads[name]) for name in names}
+    results |= {f"optimizer/new value/{name}": np.asarray(new_params[name]) for name in names}
     for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]:
         leaf = np.asarray(leaf)  # a step count is compared exactly, the rest as floats
         results[f"optimizer/{_state_name(path)}"] = leaf if leaf.dtype.kind == "f" else parity.Exact(leaf)
@@ -277,6 +308,9 @@ def _verdict(dtype_name: str, record: dict, jax_run: dict, reference_run: dict |
         where = f"after step {separation}" if separation is not None else "at the end"
         passed, summary = True, (f"{dtype_name}: whole runs separate {where}: rounding amplified by the model; "
                                  f"every step agrees from the same state ({len(per_step)} synced steps)")
+        whole_run = [row if row.passed else dataclasses.replace(
+            row, rule=f"{row.rule} {INFORMATION}", note=f"whole runs separate: {row.note or 'out of band'}; "
+            "every synced step agrees") for row in whole_run]
     else:
         passed, summary = False, (f"{dtype_name}: every synced step agrees, but the whole runs differ: "
                                   + parity.format_failures(whole_run).replace("\n", "; "))
@@ -307,7 +341,7 @@ def _over_steps(per_step: list) -> list[parity.Quantity]:
         torch_refs = [row.torch_ref_err for _, row in column if row.torch_ref_err is not None]
         factors = [row.factor_needed for _, row in column if row.factor_needed is not None]
         rows.append(dataclasses.replace(
-            worst, name=f"{first.name} (synced)", kind="history",
+            worst, name=f"{first.name} (synced)", kind="history" if worst.kind == "float" else worst.kind,
             max_abs_err=max(row.max_abs_err for _, row in column),
             max_rel_err=max(row.max_rel_err for _, row in column),
             direct_passed=all(row.direct_passed for _, row in column),

@@ -108,6 +108,7 @@ NOT_APPLICABLE = {
     "record_jax_run": "its params go through to_state_dict",
     "record_torch_run": "records torch's own run",
     "stepwise": "a verdict over torch's steps", "assert_same_steps": "a verdict over torch's steps",
+    "compare_steps": "a verdict over torch's steps",
     "StepVerdict": "a verdict's result",
 }
 

@@ -1,7 +1,8 @@
 """The comparison cases, one module per section of the source material, in seed order.
 
 Each module has ``NAME``, ``SOURCE`` and ``run(ctx) -> (jax_results, torch_results[, info])``,
-or instead ``setup(ctx) -> args`` with ``jax_side(*args)`` and ``torch_side(ctx, *args)``;
+or instead ``setup(ctx) -> args`` with ``jax_side(*args)`` and ``torch_side(ctx, *args)``, or
+``synced(ctx) -> kwargs`` of :func:`funcgrad.compare_steps` (judged step by step from torch's state);
 optionally ``READS_MNIST`` (the tests then give it real MNIST) and ``timed(ctx) -> Timed`` (its
 sides for ``python -m compare.bench``). This dict is the one registry: the CLI, the bench, the
 mutants and the tests all read it.
@@ -9,6 +10,7 @@ mutants and the tests all read it.
 
 from compare.cases import (
     data_parallel_mnist,
+    digits_mlp_synced,
     jacobian_hessian,
     newton_logistic,
     per_example_grads,
@@ -45,5 +47,6 @@ CASES = {
         torch_optimizers,
         mnist_batch_64,
         mnist_mlp,
+        digits_mlp_synced,
     )
 }

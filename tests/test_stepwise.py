@@ -1,0 +1,100 @@
+"""The step-synchronized verdict's own behaviour: what it accepts, reports and refuses.
+
+Its power against porting bugs (each caught, named by stage and parameter) is in
+tests/test_stepwise_mutants.py; a long run whose float32 whole runs part while every step
+agrees is examples/port_your_model_stepwise.py (tests/test_examples.py) and the case
+digits-mlp-synced (tests/test_parity.py).
+"""
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+import funcgrad as fg
+
+RNG = np.random.default_rng(0)
+X, Y = RNG.normal(size=(12, 4)).astype(np.float32), RNG.integers(0, 3, 12)
+BATCHES = [(X[i:i + 4], Y[i:i + 4]) for i in range(0, 12, 4)]
+INITIAL = fg.to_state_dict(fg.linear_init(jax.random.key(0), 4, 3))
+
+
+def torch_setup(dtype, optimizer=torch.optim.SGD, **settings):
+    model = torch.nn.Linear(4, 3).to(torch.float64 if dtype == np.float64 else torch.float32)
+    model.load_state_dict({name: torch.tensor(value.astype(dtype)) for name, value in INITIAL.items()})
+    return model, optimizer(model.parameters(), **({"lr": 0.1, "momentum": 0.9} | settings))
+
+
+def torch_loss(model, batch):
+    return torch.nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+
+def jax_loss(params, batch):
+    return fg.cross_entropy(fg.linear_apply(params, batch[0]), batch[1])
+
+
+OPTIMIZER = fg.optim.sgd(0.1, momentum=0.9)
+
+
+def test_a_correct_port_passes_every_step_in_both_dtypes():
+    verdicts = fg.assert_same_steps(jax_loss, OPTIMIZER, torch_setup, torch_loss, BATCHES)
+    for dtype, verdict in verdicts.items():
+        assert verdict.passed and verdict.synced_steps == 3 and verdict.separation is None
+        names = {row.name for row in verdict.synced}
+        assert {"forward/loss (synced)", "gradient/weight (synced)", "optimizer/new value/bias (synced)",
+                "optimizer/trace of weight (synced)"} <= names, names
+        assert f"{dtype}: every synced step agrees (3 steps)" in verdict.summary
+
+
+def test_every_kth_step_is_synced():
+    verdicts = fg.compare_steps(jax_loss, OPTIMIZER, torch_setup, torch_loss, BATCHES, dtypes=["float64"], every=2)
+    assert verdicts["float64"].synced_steps == 2  # steps 0 and 2
+
+
+def test_a_wrong_learning_rate_is_named_as_the_optimizers_new_value_at_step_0():
+    with pytest.raises(fg.ParityError, match=r"float64, step 0: the optimizer's new value/bias differs "
+                                             r"\(also new value/weight\) \(loss and gradients agree\)"):
+        fg.assert_same_steps(jax_loss, fg.optim.sgd(0.1001, momentum=0.9), torch_setup, torch_loss, BATCHES,
+                             dtypes=["float64"])
+
+
+@pytest.mark.parametrize("every, batches, dtypes, message", [
+    (0, BATCHES, ["float64"], "every must be a positive number of steps, got 0"),
+    (1, [], ["float64"], "no batches"),
+    (1, BATCHES, [], "no dtype to train in"),
+    (1, BATCHES, ["float16"], "no parity rule for float16"),
+])
+def test_arguments_that_compare_nothing_are_refused(every, batches, dtypes, message):
+    with pytest.raises(ValueError, match=message):
+        fg.compare_steps(jax_loss, OPTIMIZER, torch_setup, torch_loss, batches, dtypes=dtypes, every=every)
+
+
+def test_a_torch_setup_without_an_optimizer_is_refused():
+    with pytest.raises(ValueError, match=r"torch_setup must return \(model, optimizer\)"):
+        fg.compare_steps(jax_loss, OPTIMIZER, lambda dtype: (torch_setup(dtype)[0],), torch_loss, BATCHES)
+
+
+def test_a_port_expecting_other_parameter_names_is_refused_naming_torchs():
+    def renamed(params, batch):
+        return fg.cross_entropy(batch[0] @ params["fc"]["weight"].T, batch[1])
+
+    with pytest.raises(ValueError, match=r"cannot take torch's parameters \(weight \(3, 4\), bias \(3,\)\)"):
+        fg.compare_steps(renamed, OPTIMIZER, torch_setup, torch_loss, BATCHES, dtypes=["float64"])
+
+
+def test_an_optimizer_funcgrad_lacks_is_refused_naming_its_state():
+    def rmsprop(dtype):
+        return torch_setup(dtype, torch.optim.RMSprop, lr=0.01, momentum=0.0)
+
+    with pytest.raises(ValueError, match="square_avg"):
+        fg.compare_steps(jax_loss, OPTIMIZER, rmsprop, torch_loss, BATCHES, dtypes=["float64"], every=2)
+
+
+def test_param_groups_with_different_settings_are_refused():
+    def two_groups(dtype):
+        model, _ = torch_setup(dtype)
+        return model, torch.optim.SGD([{"params": [model.weight], "lr": 0.1},
+                                       {"params": [model.bias], "lr": 0.2}], momentum=0.9)
+
+    with pytest.raises(ValueError, match="lr"):
+        fg.compare_steps(jax_loss, OPTIMIZER, two_groups, torch_loss, BATCHES, dtypes=["float64"], every=2)
