@@ -273,20 +273,23 @@ def _stage_results(names: list[str], loss, grads: dict, new_params: dict, opt_st
     ``forward/loss``, ``gradient/NAME``, ``optimizer/new value/NAME``, ``optimizer/FIELD of NAME``."""
     results = {"forward/loss": np.asarray(loss)}
     results |= {f"gradient/{name}": np.asarray(grads[name]) for name in names}
-    results |= {f"optimizer/new value/{name}": np.asarray(new_params[name]) for name in names}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]:
+    results |= {f"optimizer/new value of {name}": np.asarray(new_params[name]) for name in names}
+    leaves = [(_state_key(path, names), leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]]
+    for (_, name), leaf in sorted(leaves, key=lambda item: item[0][0]):
         leaf = np.asarray(leaf)  # a step count is compared exactly, the rest as floats
-        results[f"optimizer/{_state_name(path)}"] = leaf if leaf.dtype.kind == "f" else parity.Exact(leaf)
+        results[f"optimizer/{name}"] = leaf if leaf.dtype.kind == "f" else parity.Exact(leaf)
     return results
 
 
-def _state_name(path) -> str:
-    """``[1].trace['0']['weight']`` as ``trace of 0.weight``; ``[2].count`` as ``count of
-    transformation 2`` (the optimizer's chain position)."""
+def _state_key(path, names: list[str]) -> tuple[tuple, str]:
+    """A state leaf's place (chain position, field, torch's parameter order) and name:
+    ``[1].trace['0']['weight']`` is ``trace of 0.weight``, ``[2].count`` is ``count of
+    transformation 2``."""
     field = next((key.name for key in path if isinstance(key, jax.tree_util.GetAttrKey)), "state")
     param = ".".join(str(key.key) for key in path if isinstance(key, jax.tree_util.DictKey))
-    position = [str(key.idx) for key in path if isinstance(key, jax.tree_util.SequenceKey)]
-    return f"{field} of {param}" if param else f"{field} of transformation {'.'.join(position) or 0}"
+    position = ".".join(str(key.idx) for key in path if isinstance(key, jax.tree_util.SequenceKey)) or "0"
+    order = (position, field, names.index(param) if param in names else -1)
+    return order, f"{field} of {param}" if param else f"{field} of transformation {position}"
 
 
 def _verdict(dtype_name: str, record: dict, jax_run: dict, reference_run: dict | None) -> StepVerdict:

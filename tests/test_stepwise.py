@@ -41,7 +41,7 @@ def test_a_correct_port_passes_every_step_in_both_dtypes():
     for dtype, verdict in verdicts.items():
         assert verdict.passed and verdict.synced_steps == 3 and verdict.separation is None
         names = {row.name for row in verdict.synced}
-        assert {"forward/loss (synced)", "gradient/weight (synced)", "optimizer/new value/bias (synced)",
+        assert {"forward/loss (synced)", "gradient/weight (synced)", "optimizer/new value of bias (synced)",
                 "optimizer/trace of weight (synced)"} <= names, names
         assert f"{dtype}: every synced step agrees (3 steps)" in verdict.summary
 
@@ -52,8 +52,8 @@ def test_every_kth_step_is_synced():
 
 
 def test_a_wrong_learning_rate_is_named_as_the_optimizers_new_value_at_step_0():
-    with pytest.raises(fg.ParityError, match=r"float64, step 0: the optimizer's new value/bias differs "
-                                             r"\(also new value/weight\) \(loss and gradients agree\)"):
+    with pytest.raises(fg.ParityError, match=r"float64, step 0: the optimizer's new value of bias differs "
+                                             r"\(also new value of weight\) \(loss and gradients agree\)"):
         fg.assert_same_steps(jax_loss, fg.optim.sgd(0.1001, momentum=0.9), torch_setup, torch_loss, BATCHES,
                              dtypes=["float64"])
 
