@@ -45,11 +45,30 @@ class Mutant:
 
 @contextlib.contextmanager
 def apply(mutant: Mutant, size: float | None = None):
-    """Run the body with the mutant's patches in place; the originals come back after."""
-    with contextlib.ExitStack() as stack:
-        for (module, attribute), replacement in mutant.patches(mutant.size if size is None else size).items():
-            stack.enter_context(mock.patch.object(module, attribute, replacement))
-        yield
+    """Run the body with the mutant's patches in place; the originals come back after.
+
+    Every compiled loop and memoized optimizer is dropped on the way in and on the way out,
+    so the body traces the mutant at this size and the code after it the honest port. A
+    patch can change what a compiled loop calls without changing its cache key:
+    pixels-over-256 replaces ``logits``, which ``loss_fn`` (the same object, hence the same
+    key to ``jit``) calls, and a loop compiled before would run on unbroken.
+    """
+    _forget_compiled()
+    try:
+        with contextlib.ExitStack() as stack:
+            for (module, attribute), replacement in mutant.patches(mutant.size if size is None else size).items():
+                stack.enter_context(mock.patch.object(module, attribute, replacement))
+            yield
+    finally:
+        _forget_compiled()
+
+
+def _forget_compiled():
+    """Clear JAX's compilation caches and funcgrad.optim's memoized constructors."""
+    jax.clear_caches()
+    for constructor in vars(fg.optim).values():
+        if hasattr(constructor, "cache_clear"):
+            constructor.cache_clear()
 
 
 def _learning_rate_off(size):

@@ -3,12 +3,15 @@ dtypes, and names the quantity where it goes wrong (and, for a history, the step
 
 import functools
 
+import jax
 import numpy as np
 import pytest
 
+import funcgrad as fg
 from compare.cases import CASES
 from compare.mutants import MUTANTS, apply, failing, verdict
 from compare.run import float64_reference
+from funcgrad.tutorials import mnist_softmax
 from tests.conftest import cpu_context
 
 @functools.lru_cache(maxsize=None)
@@ -51,3 +54,24 @@ def test_mutants_leave_the_honest_port_untouched():
     with apply(MUTANTS["lr-off"]):
         assert iris_softmax.train is not honest
     assert iris_softmax.train is honest
+
+
+def test_each_size_of_a_mutant_runs_on_a_fresh_trace_and_the_honest_port_after_it():
+    """pixels-over-256 patches ``logits``, which ``loss_fn`` calls inside the compiled epoch:
+    ``loss_fn`` stays the same object, so ``jit`` would reuse the loop compiled before."""
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (40, 8, 8), np.uint8), rng.integers(0, 10, 40)
+    params = mnist_softmax.init_params(jax.random.key(0), num_pixels=64)
+
+    def losses():
+        return np.asarray(mnist_softmax.train_epoch(params, images, labels, np.arange(40).reshape(4, 10))[1])
+
+    honest, optimizer = losses(), fg.optim.sgd(mnist_softmax.LEARNING_RATE)
+    broken = {}
+    for size in (1e-2, 1e-3):
+        with apply(MUTANTS["pixels-over-256"], size=size):
+            broken[size] = losses()
+    assert not np.array_equal(broken[1e-2], honest)
+    assert not np.array_equal(broken[1e-3], broken[1e-2])
+    np.testing.assert_array_equal(losses(), honest)
+    assert fg.optim.sgd(mnist_softmax.LEARNING_RATE) is not optimizer  # the memoized optimizers went too
