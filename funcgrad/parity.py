@@ -126,12 +126,23 @@ class Quantity:
 
 
 def compare_results(
-    jax_results: Mapping, torch_results: Mapping, dtype, reference: Mapping | None = None
+    jax_results: Mapping, torch_results: Mapping, dtype, reference: Mapping | None = None,
+    recent_torch_error: Mapping | None = None, jax_reference: Mapping | None = None,
+    band_factor: float = BAND_FACTOR,
 ) -> list[Quantity]:
     """One :class:`Quantity` per key; both sides (and the reference) must report the same keys.
 
     ``reference``: the PyTorch side's results in float64 from the same inputs. With it,
     float32 values are judged by the error model; without it, by assert_close's rule.
+    ``recent_torch_error``: for some plain float quantities, PyTorch's per-element distance
+    to its reference at earlier runs of the same computation (the steps before, when each
+    step is judged from a shared state); each element's noise is then at least that, as a
+    history's is over its trailing window. ``jax_reference``: for some plain float
+    quantities, the JAX side's own float64 result from the same inputs; JAX's float32
+    distance is then measured to it (each framework to its own float64 twin, so that
+    neither is credited with the other's summation order), and it must equal
+    ``reference`` by the float64 rule (the algorithm is the same). ``band_factor``: the
+    error model's factor (the step-synchronized verdict calibrates its own).
 
     >>> rows = compare_results({"loss": np.float32(0.5)}, {"loss": np.float32(0.5)}, np.float32)
     >>> rows[0].passed
@@ -150,8 +161,10 @@ def compare_results(
                          torch_results, reference, "torch", "reference")
     else:
         reference = {}
+    recent_torch_error, jax_reference = recent_torch_error or {}, jax_reference or {}
     return [
-        _compare(name, jax_value, torch_results[name], dtype, reference.get(name))
+        _compare(name, jax_value, torch_results[name], dtype, reference.get(name), recent_torch_error.get(name),
+                 jax_reference.get(name), band_factor)
         for name, jax_value in jax_results.items()
     ]
 
@@ -185,7 +198,8 @@ def _wrapper(value) -> str:
     return type(value).__name__ if isinstance(value, (Exact, Logits)) else "a plain array"
 
 
-def _compare(name, jax_value, torch_value, dtype, reference) -> Quantity:
+def _compare(name, jax_value, torch_value, dtype, reference, recent_torch_error=None, jax_reference=None,
+             band_factor=BAND_FACTOR) -> Quantity:
     a, b = np.asarray(unwrap(jax_value)), np.asarray(unwrap(torch_value))
     ref = None if reference is None else np.asarray(unwrap(reference))
     kind, rule = _kind_and_rule(jax_value, dtype, ref is not None)
@@ -210,9 +224,11 @@ def _compare(name, jax_value, torch_value, dtype, reference) -> Quantity:
         return _row(name, kind, rule, a, b, dtype, note=f"judged as {dtype.name} (reference float64), "
                     f"but {', '.join(wrong_dtypes)}")
     if kind == "classes":
-        return _compare_classes(name, a, b, ref, dtype)
+        return _compare_classes(name, a, b, ref, dtype)  # Logits keep the whole-run factor
     step_axis = jax_value.step_axis if kind == "history" else None
-    return _compare_floats(name, kind, rule, a, b, ref, dtype, step_axis)
+    return _compare_floats(name, kind, rule, a, b, ref, dtype, step_axis, recent_torch_error,
+                           None if jax_reference is None or step_axis is not None else np.asarray(jax_reference),
+                           band_factor)
 
 
 def _kind_and_rule(value, dtype, has_reference) -> tuple[str, str]:
@@ -233,11 +249,19 @@ def _row(name, kind, rule, a, b, dtype, **fields) -> Quantity:
     return Quantity(name, kind, rule, **(values | fields))
 
 
-def _compare_floats(name, kind, rule, a, b, ref, dtype, step_axis) -> Quantity:
+def _compare_floats(name, kind, rule, a, b, ref, dtype, step_axis, recent_torch_error=None,
+                    jax_ref=None, band_factor=BAND_FACTOR) -> Quantity:
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    nonfinite = _nonfinite_mismatch(a64, b64, ref)
+    nonfinite = _nonfinite_mismatch(a64, b64, ref) or ("" if jax_ref is None else _nonfinite_mismatch(jax_ref, ref, None))
     if nonfinite:
         return _row(name, kind, rule, a, b, dtype, note=nonfinite)
+    if jax_ref is not None and jax_ref.shape != ref.shape:
+        return _row(name, kind, rule, a, b, dtype, note=f"shapes differ: jax's float64 {jax_ref.shape}, reference {ref.shape}")
+    if jax_ref is not None:
+        rtol64, atol64 = TOLERANCES[np.dtype(np.float64)]
+        if not np.all(_abs_diff(jax_ref, ref) <= atol64 + rtol64 * np.abs(np.nan_to_num(ref))):
+            return _row(name, kind, rule, a, b, dtype, note="JAX's and torch's float64 results from the same "
+                        f"inputs differ by {_max(_abs_diff(jax_ref, ref)):.3g}: the algorithm differs")
     rtol, atol = TOLERANCES[dtype]
     diff = _abs_diff(a64, b64)
     direct_excess = diff / (atol + rtol * np.abs(np.nan_to_num(b64)))
@@ -247,7 +271,11 @@ def _compare_floats(name, kind, rule, a, b, ref, dtype, step_axis) -> Quantity:
         excess = _steps_first(direct_excess, step_axis)
     else:
         band = _band(*(_steps_first(x, step_axis) for x in (a64, b64, ref)),
-                     window=1 if step_axis is None else _band_window(a.shape[step_axis]))
+                     window=1 if step_axis is None else _band_window(a.shape[step_axis]),
+                     recent=None if recent_torch_error is None or step_axis is not None
+                     else _steps_first(np.asarray(recent_torch_error, np.float64), None),
+                     jax_reference=None if jax_ref is None else _steps_first(jax_ref.astype(np.float64), None),
+                     band_factor=band_factor)
         excess = band["excess"]
         fields |= dict(jax_ref_err=_max(band["jax_err"]), torch_ref_err=_max(band["torch_err"]),
                        factor_needed=band["factor_needed"])
@@ -283,17 +311,22 @@ def _steps_first(values: np.ndarray, step_axis: int | None) -> np.ndarray:
     return steps.reshape(len(steps), -1)
 
 
-def _band(jax_values, torch_values, reference, window: int) -> dict:
+def _band(jax_values, torch_values, reference, window: int, recent=None, jax_reference=None,
+          band_factor=BAND_FACTOR) -> dict:
     """Each element's distance to float64 against its own band (see the module doc), all
     ``(steps, elements)``: both sides' errors, the band, the excess (error over band), and
-    the least factor that would have passed."""
+    the least factor that would have passed. ``recent``: PyTorch's earlier distances;
+    ``jax_reference``: JAX's own float64 result, JAX's distance measured to it."""
     finite = np.isfinite(reference)  # non-finite places agree on all three (checked before)
     magnitude = np.where(finite, np.abs(reference), 0.0)
-    jax_err, torch_err = _abs_diff(jax_values, reference), _abs_diff(torch_values, reference)
+    jax_err = _abs_diff(jax_values, reference if jax_reference is None else jax_reference)
+    torch_err = _abs_diff(torch_values, reference)
     envelope = _trailing_max(torch_err, window)
+    if recent is not None:
+        envelope = np.maximum(envelope, np.where(finite, recent, 0.0))
     noise = np.maximum(_largest_at_or_below(envelope, magnitude), _quantile_where(envelope, magnitude > 0))
     floor = FLOOR_ULPS * np.finfo(np.float32).eps * magnitude
-    allowed = BAND_FACTOR * noise + floor
+    allowed = band_factor * noise + floor
     over_floor = np.maximum(jax_err - floor, 0.0)
     factor_needed = np.divide(over_floor, noise, out=np.where(over_floor > 0, np.inf, 0.0), where=noise > 0)
     excess = np.divide(jax_err, allowed, out=np.where(jax_err > 0, np.inf, 0.0), where=allowed > 0)
