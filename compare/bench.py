@@ -13,6 +13,12 @@ timed work; calls shorter than ``MIN_REGION_S`` are timed in batches of N calls 
 divided by N, as ``timeit``'s autorange does. Each call's results are fetched as numpy,
 which synchronises both frameworks. Rows report min / median / max per call; ratios use
 medians. The table is Markdown (``funcgrad.parity.markdown_table``), ready for README.
+
+A case with a ``timed_checks(ctx)`` hook (mnist-mlp) adds what proving a port costs: the
+whole-run check (``fg.assert_same_training``) against the synced one
+(``fg.assert_same_steps``), each over both dtypes on the case's own set-up, each call
+compiling its JAX side afresh as a test does. A check is seconds long, so its rows take at
+most ``CHECK_REPEATS`` timed repeats.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ from compare.runtime import Context, describe_environment, select_devices, set_m
 from funcgrad.parity import markdown_table
 
 TIMED_CASES = [name for name, case in CASES.items() if hasattr(case, "timed")]
+# A parity check runs whole trainings in two dtypes: seconds to minutes a call.
+CHECK_REPEATS = 3
 
 
 @dataclasses.dataclass
@@ -60,6 +68,7 @@ class Row:
     run_max_s: float = 0.0
     repeats: int = 0                # timed repeats (regions) behind min / median / max
     calls_per_repeat: int = 1       # calls in one timed region; its time is divided by this
+    ratio_to_whole_run_check: float | None = None   # check rows only
 
     @property
     def per_step_us(self) -> float:
@@ -163,6 +172,22 @@ def time_case(name: str, ctx: Context, repeats: Repeats) -> list[Row]:
     return rows
 
 
+def time_checks(name: str, ctx: Context, repeats: Repeats) -> list[Row]:
+    """One row per parity check of case ``name`` (its ``timed_checks(ctx)``), at most
+    ``CHECK_REPEATS`` repeats, each row's note its verdicts; ratios to the whole-run check."""
+    timed = CASES[name].timed_checks(ctx)
+    repeats = Repeats(min(repeats.minimum, CHECK_REPEATS), repeats.min_time_s)
+    rows = []
+    for check, run in timed.runs.items():
+        outcomes = []
+        row = row_from(name, check, timed.steps, 0.0, measure(lambda: outcomes.append(run()), repeats))
+        row.note = " / ".join(dict.fromkeys(outcomes))  # one verdict, unless calls disagreed
+        rows.append(row)
+    for row in rows:
+        row.ratio_to_whole_run_check = row.run_s / rows[0].run_s
+    return rows
+
+
 # ---- report ----------------------------------------------------------------------------
 
 def add_ratios(rows: list[Row]) -> None:
@@ -194,6 +219,19 @@ def format_table(rows: list[Row]) -> str:
         if r.note:
             notes.append(f"- {r.case}, {r.framework}: {r.note}")
     return "\n".join([markdown_table(header, cells), ""] + notes)
+
+
+def format_checks(rows: list[Row]) -> str:
+    """The check rows as a Markdown table, then each check's verdicts."""
+    header = ("case", "check (both dtypes)", "run s (min / median / max)", "ms / step", "× whole-run check")
+    cells, previous_case = [], None
+    for r in rows:
+        title = case_title(r) if r.case != previous_case else ""
+        previous_case = r.case
+        spread = " / ".join(significant(t) for t in (r.run_min_s, r.run_s, r.run_max_s))
+        cells.append((title, r.framework, spread, significant(r.per_step_us / 1e3),
+                      ratio_cell(r.ratio_to_whole_run_check, r.framework == "whole-run check")))
+    return "\n".join([markdown_table(header, cells), ""] + [f"- {r.case}, {r.framework}: {r.note}" for r in rows])
 
 
 def case_title(row: Row) -> str:
@@ -261,19 +299,27 @@ def main(argv=None) -> int:
     print(f"Each row: one warm-up call, then at least {args.repeats} timed repeats and {args.min_time} s"
           f" of timed work; calls under {MIN_REGION_S * 1e3:.0f} ms are timed in batches. Ratios use medians.\n")
 
-    rows = []
+    rows, checks = [], []
     with jax.default_device(jax_device):
         for name in args.case or TIMED_CASES:
             rows.extend(time_case(name, ctx, repeats))
+            if hasattr(CASES[name], "timed_checks"):
+                checks.extend(time_checks(name, ctx, repeats))
             print(f"{name}: done", file=sys.stderr)
     add_ratios(rows)
     print(format_table(rows))
+    if checks:
+        print(f"\nWhat proving the port costs: each check trains in float64 and float32 (judged against "
+              f"torch's float64 run) and compiles its JAX side afresh, as a test does; one warm-up call, "
+              f"then {min(args.repeats, CHECK_REPEATS)} timed repeats.\n")
+        print(format_checks(checks))
     if args.json:
         report = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **environment,
                   "threads": threads, "matmul_precision": precision, "repeats": args.repeats,
                   "min_time_s": args.min_time, "min_region_s": MIN_REGION_S,
                   "load_average_1_5_15_min": {"start": load_at_start, "end": os.getloadavg()},
-                  "rows": [dataclasses.asdict(r) | {"per_step_us": r.per_step_us} for r in rows]}
+                  "rows": [dataclasses.asdict(r) | {"per_step_us": r.per_step_us} for r in rows],
+                  "checks": [dataclasses.asdict(r) | {"per_step_us": r.per_step_us} for r in checks]}
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
         print(f"report written to {args.json}")

@@ -11,9 +11,11 @@ import types
 
 import numpy as np
 import pytest
+import torch
 
+import funcgrad as fg
 from compare import bench
-from compare.cases import CASES
+from compare.cases import CASES, mnist_training
 from compare.runtime import Timed
 from tests.conftest import cpu_context
 
@@ -144,3 +146,42 @@ def test_the_cli_prints_a_markdown_table_and_writes_the_spread(tmp_path, capsys)
                                          (3290.4, "3 290"), (10_000, "10 000")])
 def test_figures_are_written_as_readme_writes_them(value, text):
     assert bench.significant(value) == text
+
+
+def test_check_rows_take_at_most_check_repeats_and_compare_to_the_whole_run_check(clock, monkeypatch):
+    runs = {"whole-run check": clock.taking(4.0, 2.0), "synced check": clock.taking(9.0, 6.0, 5.0, 7.0, 99.0)}
+    checks = {name: lambda run=run: (run(), f"verdict {run.calls}")[1] for name, run in runs.items()}
+    monkeypatch.setitem(CASES, "fake-case", types.SimpleNamespace(timed_checks=lambda ctx: Timed(600, checks)))
+    rows = bench.time_checks("fake-case", cpu_context(np.float32), bench.Repeats(minimum=5, min_time_s=0.0))
+    assert [run.calls for run in runs.values()] == [1 + bench.CHECK_REPEATS] * 2  # the warm-up, then 3
+    assert [(row.framework, row.run_s, row.ratio_to_whole_run_check) for row in rows] == [
+        ("whole-run check", 2.0, 1.0), ("synced check", 6.0, 3.0)]
+    assert rows[0].note == "verdict 1 / verdict 2 / verdict 3 / verdict 4"  # every distinct verdict, in order
+    lines = bench.format_checks(rows).splitlines()
+    assert [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:4]] == [
+        ["fake-case (600 steps)", "whole-run check", "2.00 / 2.00 / 2.00", "3.33", "1"],
+        ["", "synced check", "5.00 / 6.00 / 7.00", "10.0", "3.00"]]
+
+
+def test_the_synced_check_replays_the_batches_weights_and_scaling_of_the_mnist_mlp_loop(mnist_dir):
+    # The bench's synced check must time the run the whole-run check times: the same
+    # losses, bit for bit, from the case's DataLoader loop and from the check's batches.
+    # 1 000 images in batches of 64 over two epochs: short batches and a second order too.
+    ctx = cpu_context(np.float32, mnist_dir)
+    mlp = CASES["mnist-mlp"]
+    name, data, initial, _ = mlp.setup(ctx)
+    setup = (name, {key: value[:1000] for key, value in data.items()}, initial,
+             fg.loader_batches(ctx.key(0), 1000, 64, num_epochs=2))
+    _, _, torch_setup, torch_loss, batches = mnist_training.step_check(
+        ctx, setup, fg.mlp_apply, mlp.torch_model, mlp.LEARNING_RATE)
+    model, optimizer = torch_setup(np.float32)
+    replayed = []
+    for images, labels in batches:
+        optimizer.zero_grad()
+        loss = torch_loss(model, (torch.from_numpy(images), torch.from_numpy(labels)))
+        loss.backward()
+        optimizer.step()
+        replayed.append(loss.item())
+    _, torch_train = mnist_training.training_check(ctx, setup, fg.mlp_apply, mlp.torch_model, mlp.LEARNING_RATE)
+    np.testing.assert_array_equal(np.asarray(replayed, np.float32),
+                                  torch_train(np.dtype(np.float32))["loss per step"].value)

@@ -46,3 +46,5 @@ def torch_model(ctx, initial) -> torch.nn.Sequential:
 
 
 run, timed = mnist_training.case_functions(setup, fg.mlp_apply, torch_model, LEARNING_RATE)
+# What a port's own test pays to prove this model: the whole-run and synced checks (compare.bench).
+timed_checks = mnist_training.check_functions(setup, fg.mlp_apply, torch_model, LEARNING_RATE)

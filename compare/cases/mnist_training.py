@@ -5,6 +5,8 @@
     losses, first_grads = torch_train(model, optimizer, torch_dataset(ctx, data, "train"), batches)
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,7 +27,7 @@ def jax_train(apply, params, data, batches: fg.EpochBatches, learning_rate: floa
     """SGD with cross-entropy over every epoch of ``batches`` (one compiled loop): the first
     step's gradients, every step's loss, the trained params (``state_dict`` keys) and the
     test results."""
-    loss_fn, train = jax_setup(apply, params, data)
+    loss_fn, train = jax_setup(apply, data)
     first_batch = jax.tree.map(lambda leaf: leaf[batches.epoch(0)[0]], train)
     first_grads = jax.grad(loss_fn)(params, first_batch)
     trained, losses = jax_fit(loss_fn, params, train, batches, learning_rate)
@@ -40,16 +42,19 @@ def jax_fit(loss_fn, params, train, batches: fg.EpochBatches, learning_rate: flo
     return trained, losses
 
 
-def jax_setup(apply, params, data):
+def jax_setup(apply, data):
     """The cross-entropy of ``apply`` on uint8 images scaled in the params' dtype, and the
     training set on the device."""
-    dtype = jax.tree.leaves(params)[0].dtype
+    return pixel_loss(apply), (jnp.asarray(data["train_images"]), jnp.asarray(data["train_labels"], jnp.int32))
 
+
+def pixel_loss(apply):
+    """The cross-entropy of ``apply`` on a batch of uint8 images, scaled in the params' dtype."""
     def loss_fn(params, batch):
         images, labels = batch
-        return fg.cross_entropy(apply(params, tutorial.pixels(images, dtype)), labels)
+        return fg.cross_entropy(apply(params, tutorial.pixels(images, jax.tree.leaves(params)[0].dtype)), labels)
 
-    return loss_fn, (jnp.asarray(data["train_images"]), jnp.asarray(data["train_labels"], jnp.int32))
+    return loss_fn
 
 
 def run(ctx, setup, apply, torch_model, learning_rate: float) -> tuple:
@@ -73,7 +78,7 @@ def timed_case(ctx, setup, apply, torch_model, learning_rate: float) -> Timed:
     """An MNIST case's ``timed``: both training loops alone, on data already converted."""
     data_name, data, initial, batches = setup
     params = fg.from_state_dict(initial)
-    loss_fn, train = jax_setup(apply, params, data)
+    loss_fn, train = jax_setup(apply, data)
     model, optimizer = torch_setup(ctx, torch_model, initial, learning_rate)
     train_set = torch_dataset(ctx, data, "train")
     return Timed(batches.num_steps, {"funcgrad": lambda: jax_fit(loss_fn, params, train, batches, learning_rate),
@@ -145,3 +150,76 @@ def jax_test(apply, params, data) -> dict:
 
 def test_results(logits, accuracy) -> dict:
     return {"test logits": logits, "test classes": Logits(logits), "test accuracy": Exact(accuracy)}
+
+
+# ---- the parity checks a port's own test runs, on a case's set-up (compare.bench times them) ----
+
+def check_functions(setup, apply, torch_model, learning_rate: float):
+    """An MNIST SGD case's ``timed_checks(ctx)``, from the same pieces as :func:`case_functions`."""
+    return lambda ctx: timed_checks(ctx, setup(ctx), apply, torch_model, learning_rate)
+
+
+def timed_checks(ctx, setup, apply, torch_model, learning_rate: float) -> Timed:
+    """The whole-run check (``fg.assert_same_training``) and the synced one
+    (``fg.assert_same_steps``, every step and every 10th), both dtypes each, on the case's
+    data, initial weights and batch order; each call returns its verdict in one line."""
+    training = training_check(ctx, setup, apply, torch_model, learning_rate)
+    steps = step_check(ctx, setup, apply, torch_model, learning_rate)
+    return Timed(setup[3].num_steps, {
+        "whole-run check": lambda: outcome(fg.assert_same_training, *training),
+        "synced check": lambda: outcome(fg.assert_same_steps, *steps),
+        "synced check, every 10th step": lambda: outcome(fg.assert_same_steps, *steps, every=10)})
+
+
+def training_check(ctx, setup, apply, torch_model, learning_rate: float):
+    """``fg.assert_same_training``'s ``(jax_train, torch_train)``: the case's two loops in a dtype."""
+    _, data, initial, batches = setup
+
+    def jax_run(dtype):
+        params = fg.from_state_dict(in_dtype(ctx, dtype).cast(initial))
+        loss_fn, train = jax_setup(apply, data)
+        trained, losses = jax_fit(loss_fn, params, train, batches, learning_rate)
+        return fg.record_jax_run(losses, trained)
+
+    def torch_run(dtype):
+        model, optimizer = torch_setup(in_dtype(ctx, dtype), torch_model, initial, learning_rate)
+        losses, _ = torch_train(model, optimizer, torch_dataset(in_dtype(ctx, dtype), data, "train"), batches)
+        return fg.record_torch_run(model, losses)
+
+    return jax_run, torch_run
+
+
+def step_check(ctx, setup, apply, torch_model, learning_rate: float):
+    """``fg.assert_same_steps``'s ``(jax_loss, jax_optimizer, torch_setup, torch_loss, batches)``:
+    the case's model and ``SGD(lr)``, its forward pass (``ToTensor``'s scaling, then the model)
+    and every batch in the order its ``DataLoader`` meets them (uint8 images, int64 labels)."""
+    _, data, initial, batches = setup
+    images, labels = data["train_images"], data["train_labels"].astype(np.int64)
+    steps = [(images[i], labels[i]) for epoch in range(len(batches.full)) for i in batches.epoch(epoch)]
+
+    def model_and_optimizer(dtype):
+        return torch_setup(in_dtype(ctx, dtype), torch_model, initial, learning_rate)
+
+    def forward_loss(model, batch):
+        images, labels = batch
+        weight = next(model.parameters())
+        pixels = images.to(weight.device).to(weight.dtype).div(255).flatten(1)
+        return F.cross_entropy(model(pixels), labels.to(weight.device))
+
+    return pixel_loss(apply), fg.optim.sgd(learning_rate), model_and_optimizer, forward_loss, steps
+
+
+def in_dtype(ctx, dtype):
+    """``ctx`` in another dtype: the case's set-up, converted as the comparison converts it."""
+    return dataclasses.replace(ctx, dtype=np.dtype(dtype))
+
+
+def outcome(check, *args, **kwargs) -> str:
+    """Run a parity check; its outcome in one line, a failure's too (the bench times what a
+    check costs, whatever it finds)."""
+    try:
+        verdicts = check(*args, **kwargs)
+    except fg.ParityError as error:
+        return "FAILED: " + str(error).splitlines()[0]
+    return "; ".join(verdict.summary if isinstance(verdict, fg.StepVerdict) else f"{dtype}: the whole runs agree"
+                     for dtype, verdict in verdicts.items())
