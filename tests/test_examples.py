@@ -1,6 +1,7 @@
 """The examples print what the seeds print; the seeds' figures are asserted here."""
 
 import ast
+import re
 import runpy
 import subprocess
 import sys
@@ -100,13 +101,15 @@ def test_port_your_model_proves_its_port(capsys):
     assert "float64: all 5 quantities agree" in printed and "float32: all 5 quantities agree" in printed
 
 
-def test_port_your_model_stepwise_passes_a_correct_port_whose_float32_runs_separate(monkeypatch, capsys):
-    # 870 steps of a ReLU MLP: the float32 whole runs part (amplified rounding), every
-    # step synced from torch's state agrees, and float64 agrees whole and step by step.
+def test_port_your_model_stepwise_passes_a_correct_port_step_by_step(monkeypatch, capsys):
+    # 870 steps of a ReLU MLP. Whether its float32 whole runs part is the kernels' and
+    # threads' affair (one torch thread on an AVX2 EPYC: at step 724; two: never); every
+    # step synced from torch's state agrees either way, and float64 agrees.
     printed = run_example("port_your_model_stepwise", monkeypatch=monkeypatch, capsys=capsys)
     assert "float64: every synced step agrees (870 steps), and so do the whole runs" in printed
-    assert "float32: whole runs separate after step " in printed
-    assert "every step agrees from the same state (870 synced steps)" in printed
+    assert re.search(r"float32: (every synced step agrees \(870 steps\), and so do the whole runs|whole runs "
+                     r"separate after step \d+: .* every step agrees from the same state \(870 synced steps\))",
+                     printed), printed[-3000:]
 
 
 def imported_modules(path):

@@ -98,3 +98,35 @@ def test_param_groups_with_different_settings_are_refused():
 
     with pytest.raises(ValueError, match="lr"):
         fg.compare_steps(jax_loss, OPTIMIZER, two_groups, torch_loss, BATCHES, dtypes=["float64"], every=2)
+
+
+def synthetic_record(dtype):
+    """One synced step on which both sides agree exactly, and a torch whole run of 10 steps."""
+    one = {"forward/loss": np.asarray(1.0, dtype)}
+    exact = {"forward/loss": np.asarray(1.0)}
+    torch_run = {"loss per step": fg.parity.History(np.ones(10, dtype)), "final parameters": {"w": np.ones(2, dtype)}}
+    return {"steps": [(0, one, one, exact, exact)] if dtype == np.float32 else [(0, one, one, None, None)],
+            "torch run": torch_run}
+
+
+def whole_runs_parting_at_step_4(dtype):
+    losses = np.ones(10, dtype)
+    losses[4:] += 0.5
+    return {"loss per step": fg.parity.History(losses), "final parameters": {"w": np.ones(2, dtype)}}
+
+
+def test_float32_whole_runs_that_part_while_every_step_agrees_pass_and_say_where():
+    reference = {"loss per step": fg.parity.History(np.ones(10)), "final parameters": {"w": np.ones(2)}}
+    verdict = fg.stepwise._verdict("float32", synthetic_record(np.float32), whole_runs_parting_at_step_4(np.float32),
+                                   reference)
+    assert verdict.passed and verdict.separation == 4 and verdict.first_failure is None
+    assert verdict.summary.startswith("float32: whole runs separate after step 4: rounding amplified by the model")
+    (loss_row,) = [row for row in verdict.whole_run if not row.passed]
+    assert loss_row.rule.endswith(fg.stepwise.INFORMATION) and "every synced step agrees" in loss_row.note
+
+
+def test_float64_whole_runs_that_part_fail_even_where_every_step_agrees():
+    verdict = fg.stepwise._verdict("float64", synthetic_record(np.float64), whole_runs_parting_at_step_4(np.float64),
+                                   None)
+    assert not verdict.passed
+    assert "every synced step agrees, but the whole runs differ" in verdict.summary and "step 4" in verdict.summary

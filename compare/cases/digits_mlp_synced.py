@@ -5,9 +5,9 @@
 ``CosineAnnealingLR(T_max=50)`` stepped every batch, ``CrossEntropyLoss(label_smoothing=0.1)``,
 a ``DataLoader`` of batch 64 with its short last batch, 30 epochs: 870 steps.
 
-In float32 the whole runs part: one crosses a ReLU kink the other does not and the gap
-then grows by a steady factor a step, so a band built from torch's own drift fails a
-correct port. :func:`funcgrad.compare_steps` starts the JAX step from torch's exact
+In float32 the whole runs can part: one crosses a ReLU kink the other does not and the
+gap then grows by a steady factor a step, so a band built from torch's own drift fails a
+correct port (with one torch thread on an AVX2 AMD EPYC, at step 724; with two, never). :func:`funcgrad.compare_steps` starts the JAX step from torch's exact
 parameters, momentum buffers and schedule position at every step and judges its loss,
 gradients and update against torch's float64 step from that same state: every step
 agrees, and the report says where the whole runs part. float64 agrees whole and synced.
@@ -33,8 +33,9 @@ def synced(ctx) -> dict:
     data = load_digits()
     x, y = data.data / 16.0, data.target
     # The draws are fixed, not --seed's: whether float32 whole runs part is a matter of the
-    # draw (with fold_in(seed, 870) for seeds 0-3 they stay in band here; with these they
-    # part at step 724 on XLA's AVX2 kernels), and this case is here to show a parting.
+    # draw, the kernels and the threads (with fold_in(seed, 870) for seeds 0-3 they stay in
+    # band with one thread here; with these they part at step 724), and this case is here
+    # to show a parting where the machine makes one.
     initial = fg.to_state_dict(fg.mlp_init(jax.random.key(0), SIZES))  # drawn once, in float32
     order = fg.loader_batches(jax.random.key(1), len(y), BATCH_SIZE, NUM_EPOCHS)
     batches = [(x[i], y[i]) for epoch in range(NUM_EPOCHS) for i in order.epoch(epoch)]
