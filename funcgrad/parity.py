@@ -23,11 +23,11 @@ How float values are judged (the error model; README's "How parity is judged"):
   element's rounding unless 1 % of the quantity shows that much noise, and an
   element where PyTorch happened to land exactly is not held to PyTorch's luck (a
   gradient element near zero is often the cancellation of terms as large as its
-  neighbours', and carries their noise, whatever its own size). float32 runs of the same algorithm differ in the last
-  bits because the two frameworks sum in different orders, on different kernels per
-  machine, and a long run amplifies that. The band scales with that amplification as
-  PyTorch itself exhibits it, so the same verdict holds on every machine, where a fixed
-  tolerance holds only where it was tuned. For a history, PyTorch's distance on each
+  neighbours', and carries their noise, whatever its own size). float32 runs of the same
+  algorithm differ in the last bits because the two frameworks sum in different orders,
+  on different kernels per machine, and a long run amplifies that. The band scales with
+  that amplification as PyTorch itself exhibits it, so the same verdict holds on every
+  machine, where a fixed tolerance holds only where it was tuned. For a history, PyTorch's distance on each
   element at step ``t`` is its largest over a trailing window of steps ending at ``t``.
 - **float32 without a reference**: ``torch.testing.assert_close``'s rule and defaults,
   ``|jax - torch| <= 1e-5 + 1.3e-6 |torch|``.
@@ -252,11 +252,13 @@ def _row(name, kind, rule, a, b, dtype, **fields) -> Quantity:
 def _compare_floats(name, kind, rule, a, b, ref, dtype, step_axis, recent_torch_error=None,
                     jax_ref=None, band_factor=BAND_FACTOR) -> Quantity:
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    nonfinite = _nonfinite_mismatch(a64, b64, ref) or ("" if jax_ref is None else _nonfinite_mismatch(jax_ref, ref, None))
+    nonfinite = _nonfinite_mismatch(a64, b64, ref) or (
+        "" if jax_ref is None else _nonfinite_mismatch(jax_ref, ref, None))
     if nonfinite:
         return _row(name, kind, rule, a, b, dtype, note=nonfinite)
     if jax_ref is not None and jax_ref.shape != ref.shape:
-        return _row(name, kind, rule, a, b, dtype, note=f"shapes differ: jax's float64 {jax_ref.shape}, reference {ref.shape}")
+        return _row(name, kind, rule, a, b, dtype,
+                    note=f"shapes differ: jax's float64 {jax_ref.shape}, reference {ref.shape}")
     if jax_ref is not None:
         rtol64, atol64 = TOLERANCES[np.dtype(np.float64)]
         if not np.all(_abs_diff(jax_ref, ref) <= atol64 + rtol64 * np.abs(np.nan_to_num(ref))):

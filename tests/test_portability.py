@@ -14,7 +14,7 @@ from compare import matrix
 from tests.conftest import REPO_ROOT
 
 LONG_RUN_CASES = ["iris-softmax", "sweep-iris", "mnist-softmax", "linear-regression",
-                  "binary-logistic", "newton-logistic", "mnist-mlp"]
+                  "binary-logistic", "newton-logistic", "mnist-mlp", "digits-mlp-synced"]
 OTHER_CORNERS = [corner for corner in matrix.CORNERS if corner != (None, None)]
 
 
