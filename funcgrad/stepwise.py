@@ -153,11 +153,13 @@ def compare_steps(
         if dtype == np.float32 and reference_run is None:
             reference_run = _torch_run(torch_setup, torch_loss, batches, np.dtype(np.float64))
         twin = _torch_objects(torch_setup, np.dtype(np.float64)) if dtype == np.float32 else None
-        record = _synced_run(step_fn, jax_optimizer, torch_setup, torch_loss, batches, dtype, every, twin)
+        judge, per_step = _step_judge(dtype)
+        record = _synced_run(step_fn, jax_optimizer, torch_setup, torch_loss, batches, dtype, every, twin, judge)
         if dtype == np.float64:
             reference_run = record["torch run"]
         jax_run = _free_jax_run(step_fn, jax_optimizer, record["initial"], batches, dtype)
-        verdicts[name] = _verdict(name, record, jax_run, reference_run if dtype == np.float32 else None)
+        verdicts[name] = _verdict(name, per_step, record["torch run"], jax_run,
+                                  reference_run if dtype == np.float32 else None)
     return verdicts
 
 
@@ -223,13 +225,14 @@ def _whole_run(losses, params) -> dict:
     return {"loss per step": parity.History(np.stack(losses)), "final parameters": params}
 
 
-def _synced_run(step_fn, optimizer, torch_setup, torch_loss, batches, dtype, every, twin) -> dict:
-    """The torch run in ``dtype``, and at each synced step the JAX step (and, for float32,
-    torch's float64 step) from torch's state before it."""
+def _synced_run(step_fn, optimizer, torch_setup, torch_loss, batches, dtype, every, twin, judge) -> dict:
+    """The torch run in ``dtype``; at each synced step the JAX step (and, for float32, both
+    frameworks' float64 steps) from torch's state before it, handed to ``judge`` at once
+    (a step's arrays are not kept: a large model's would fill memory over a long run)."""
     objects = _torch_objects(torch_setup, dtype)
     model, torch_optimizer, scheduler, names = objects
     templates = {d: _template(optimizer, _params(model), d) for d in {dtype, np.dtype(np.float64)}}
-    initial, losses, steps = _params(model), [], []
+    initial, losses = _params(model), []
     for t, batch in enumerate(batches):
         torch_batch = _torch_batch(batch, dtype)
         if t % every:
@@ -237,21 +240,21 @@ def _synced_run(step_fn, optimizer, torch_setup, torch_loss, batches, dtype, eve
             continue
         params, state = _params(model), copy.deepcopy(torch_optimizer.state_dict())
         scheduler_state = None if scheduler is None else copy.deepcopy(scheduler.state_dict())
-        jax_side = _jax_step_from(step_fn, templates[dtype], names, params, state, batch, t, dtype, first=not steps)
+        jax_side = _jax_step_from(step_fn, templates[dtype], names, params, state, batch, t, dtype, first=t == 0)
         torch_loss_value, torch_grads = _torch_step(objects, torch_loss, torch_batch)
         losses.append(torch_loss_value)
         with jax.enable_x64(dtype == np.float64):
             torch_state = state_from_torch(templates[dtype], copy.deepcopy(torch_optimizer.state_dict()), names, t + 1)
         torch_side = _stage_results(names, torch_loss_value, torch_grads, _params(model), torch_state)
         if twin is None:
-            steps.append((t, jax_side, torch_side, None, None))
+            judge(t, jax_side, torch_side, None, None)
             continue
         reference = _twin_step(twin, templates[np.dtype(np.float64)], torch_loss, batch, params, state,
                                scheduler_state, t)
         jax_reference = _jax_step_from(step_fn, templates[np.dtype(np.float64)], names, params, state, batch, t,
                                        np.dtype(np.float64))
-        steps.append((t, jax_side, torch_side, reference, jax_reference))
-    return {"torch run": _whole_run(losses, _params(model)), "initial": initial, "steps": steps}
+        judge(t, jax_side, torch_side, reference, jax_reference)
+    return {"torch run": _whole_run(losses, _params(model)), "initial": initial}
 
 
 def _template(optimizer, params: dict, dtype):
@@ -297,7 +300,7 @@ def _twin_step(twin, template, torch_loss, batch, params, state, scheduler_state
 
 def _stage_results(names: list[str], loss, grads: dict, new_params: dict, opt_state) -> dict:
     """One step's quantities, keyed by stage, parameters in torch's order (input to output):
-    ``forward/loss``, ``gradient/NAME``, ``optimizer/new value/NAME``, ``optimizer/FIELD of NAME``."""
+    ``forward/loss``, ``gradient/NAME``, ``optimizer/new value of NAME``, ``optimizer/FIELD of NAME``."""
     results = {"forward/loss": np.asarray(loss)}
     results |= {f"gradient/{name}": np.asarray(grads[name]) for name in names}
     results |= {f"optimizer/new value of {name}": np.asarray(new_params[name]) for name in names}
@@ -319,10 +322,12 @@ def _state_key(path, names: list[str]) -> tuple[tuple, str]:
     return order, f"{field} of {param}" if param else f"{field} of transformation {position}"
 
 
-def _verdict(dtype_name: str, record: dict, jax_run: dict, reference_run: dict | None) -> StepVerdict:
-    dtype = np.dtype(dtype_name)
+def _step_judge(dtype):
+    """``judge(t, jax, torch, reference, jax_reference)`` judging one synced step, and the
+    list of ``(t, rows)`` it fills; torch's errors of the last steps are its only memory."""
     per_step, recent = [], {}
-    for t, jax_side, torch_side, reference, jax_reference in record["steps"]:
+
+    def judge(t, jax_side, torch_side, reference, jax_reference):
         noise = {name: np.max(errors, axis=0) for name, errors in recent.items()}
         jax_floats = None if jax_reference is None else {
             name: value for name, value in jax_reference.items() if not isinstance(value, parity.Exact)}
@@ -330,10 +335,17 @@ def _verdict(dtype_name: str, record: dict, jax_run: dict, reference_run: dict |
                                                    SYNCED_BAND_FACTOR)))
         for name, error in ({} if reference is None else _torch_errors(torch_side, reference)).items():
             recent.setdefault(name, collections.deque(maxlen=parity.MIN_BAND_WINDOW - 1)).append(error)
+
+    return judge, per_step
+
+
+def _verdict(dtype_name: str, per_step: list, torch_run: dict, jax_run: dict, reference_run: dict | None) -> StepVerdict:
+    """One dtype's verdict from its judged synced steps and the two whole runs."""
+    dtype = np.dtype(dtype_name)
     synced = _over_steps(per_step)
     first_failure = next((_localize(dtype_name, t, rows) for t, rows in per_step
                           if not all(row.passed for row in rows)), None)
-    whole_run = parity.compare_results(jax_run, record["torch run"], dtype, reference_run)
+    whole_run = parity.compare_results(jax_run, torch_run, dtype, reference_run)
     whole_passed = all(row.passed for row in whole_run)
     separation = min((row.first_divergence for row in whole_run if row.first_divergence is not None), default=None)
     if first_failure is not None:

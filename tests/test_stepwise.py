@@ -100,13 +100,16 @@ def test_param_groups_with_different_settings_are_refused():
         fg.compare_steps(jax_loss, OPTIMIZER, two_groups, torch_loss, BATCHES, dtypes=["float64"], every=2)
 
 
-def synthetic_record(dtype):
-    """One synced step on which both sides agree exactly, and a torch whole run of 10 steps."""
-    one = {"forward/loss": np.asarray(1.0, dtype)}
-    exact = {"forward/loss": np.asarray(1.0)}
-    torch_run = {"loss per step": fg.parity.History(np.ones(10, dtype)), "final parameters": {"w": np.ones(2, dtype)}}
-    return {"steps": [(0, one, one, exact, exact)] if dtype == np.float32 else [(0, one, one, None, None)],
-            "torch run": torch_run}
+def synced_steps_that_agree(dtype):
+    """One synced step on which both sides agree exactly, judged as compare_steps judges it."""
+    judge, per_step = fg.stepwise._step_judge(np.dtype(dtype))
+    one, exact = {"forward/loss": np.asarray(1.0, dtype)}, {"forward/loss": np.asarray(1.0)}
+    judge(0, one, one, *((exact, exact) if dtype == np.float32 else (None, None)))
+    return per_step
+
+
+def torch_whole_run(dtype):
+    return {"loss per step": fg.parity.History(np.ones(10, dtype)), "final parameters": {"w": np.ones(2, dtype)}}
 
 
 def whole_runs_parting_at_step_4(dtype):
@@ -117,8 +120,8 @@ def whole_runs_parting_at_step_4(dtype):
 
 def test_float32_whole_runs_that_part_while_every_step_agrees_pass_and_say_where():
     reference = {"loss per step": fg.parity.History(np.ones(10)), "final parameters": {"w": np.ones(2)}}
-    verdict = fg.stepwise._verdict("float32", synthetic_record(np.float32), whole_runs_parting_at_step_4(np.float32),
-                                   reference)
+    verdict = fg.stepwise._verdict("float32", synced_steps_that_agree(np.float32), torch_whole_run(np.float32),
+                                   whole_runs_parting_at_step_4(np.float32), reference)
     assert verdict.passed and verdict.separation == 4 and verdict.first_failure is None
     assert verdict.summary.startswith("float32: whole runs separate after step 4: rounding amplified by the model")
     (loss_row,) = [row for row in verdict.whole_run if not row.passed]
@@ -126,7 +129,7 @@ def test_float32_whole_runs_that_part_while_every_step_agrees_pass_and_say_where
 
 
 def test_float64_whole_runs_that_part_fail_even_where_every_step_agrees():
-    verdict = fg.stepwise._verdict("float64", synthetic_record(np.float64), whole_runs_parting_at_step_4(np.float64),
-                                   None)
+    verdict = fg.stepwise._verdict("float64", synced_steps_that_agree(np.float64), torch_whole_run(np.float64),
+                                   whole_runs_parting_at_step_4(np.float64), None)
     assert not verdict.passed
     assert "every synced step agrees, but the whole runs differ" in verdict.summary and "step 4" in verdict.summary
