@@ -265,8 +265,12 @@ def where(message: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m compare.stepwise_mutants", description=__doc__.splitlines()[0])
-    parser.add_argument("--mutant", action="append", choices=list(MUTANTS), metavar="NAME")
+    parser = argparse.ArgumentParser(
+        prog="python -m compare.stepwise_mutants",
+        description="Porting bugs in a non-convex model and its optimizer: each must fail the "
+                    "step-synchronized verdict in both dtypes, named by step, stage and parameter.")
+    parser.add_argument("--mutant", action="append", choices=list(MUTANTS), metavar="NAME",
+                        help=f"run only this mutant (repeatable): {', '.join(MUTANTS)}")
     parser.add_argument("--steps", type=int, default=STEPS_PER_EPOCH,
                         help=f"steps of the run (default: one epoch, {STEPS_PER_EPOCH})")
     args = parser.parse_args(argv)
