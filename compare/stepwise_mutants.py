@@ -87,7 +87,7 @@ def batches(num_steps: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     x, y = digits.data / 16.0, digits.target
     epochs = -(-num_steps // STEPS_PER_EPOCH)
     order = fg.loader_batches(jax.random.key(1), len(y), BATCH_SIZE, epochs, drop_last=True)
-    return tuple((x[i], y[i]) for epoch in range(epochs) for i in order.epoch(epoch))[:num_steps]
+    return tuple((x[i], y[i]) for i in order.in_order())[:num_steps]
 
 
 

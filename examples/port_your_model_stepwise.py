@@ -26,7 +26,7 @@ digits = load_digits()
 X, Y = digits.data / 16.0, digits.target  # 1 797 samples, 64 features, 10 classes
 INITIAL = fg.to_state_dict(fg.mlp_init(jax.random.key(0), (64, 128, 10)))  # drawn once, in float32
 ORDER = fg.loader_batches(jax.random.key(1), len(Y), batch_size=64, num_epochs=30)  # 29 steps an epoch
-BATCHES = [(X[i], Y[i]) for epoch in range(30) for i in ORDER.epoch(epoch)]
+BATCHES = [(X[i], Y[i]) for i in ORDER.in_order()]
 
 
 def torch_setup(dtype):  # the original's model, optimizer and scheduler, in dtype

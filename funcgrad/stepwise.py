@@ -188,8 +188,12 @@ def _torch_objects(torch_setup, dtype) -> tuple:
 def _torch_batch(batch, dtype):
     import torch
 
-    return tuple(torch.from_numpy(np.ascontiguousarray(part.astype(dtype) if part.dtype.kind == "f" else part))
-                 for part in batch)
+    return tuple(torch.from_numpy(np.ascontiguousarray(part)) for part in _in_dtype(batch, dtype))
+
+
+def _in_dtype(batch, dtype) -> tuple[np.ndarray, ...]:
+    """A batch's float arrays in ``dtype``; integers (labels) as they are."""
+    return tuple(part.astype(dtype) if part.dtype.kind == "f" else part for part in batch)
 
 
 def _torch_step(objects, torch_loss, batch) -> tuple[np.ndarray, dict]:
@@ -198,16 +202,12 @@ def _torch_step(objects, torch_loss, batch) -> tuple[np.ndarray, dict]:
     optimizer.zero_grad()
     loss = torch_loss(model, batch)
     loss.backward()
-    grads = {name: np.zeros(tuple(p.shape), _numpy_dtype(p)) if p.grad is None else p.grad.detach().cpu().numpy().copy()
+    grads = {name: np.zeros_like(p.detach().cpu().numpy()) if p.grad is None else p.grad.detach().cpu().numpy().copy()
              for name, p in model.named_parameters()}
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
     return loss.detach().cpu().numpy().copy(), grads
-
-
-def _numpy_dtype(tensor):
-    return np.float64 if str(tensor.dtype) == "torch.float64" else np.float32
 
 
 def _params(model) -> dict[str, np.ndarray]:
@@ -270,7 +270,7 @@ def _jax_step_from(step_fn, template, names, params: dict, state: dict, batch, t
     with jax.enable_x64(dtype == np.float64):
         opt_state = state_from_torch(template, state, names, t)
         inputs = (from_state_dict({name: value.astype(dtype) for name, value in params.items()}), opt_state,
-                  tuple(jnp.asarray(part.astype(dtype) if part.dtype.kind == "f" else part) for part in batch))
+                  tuple(map(jnp.asarray, _in_dtype(batch, dtype))))
         try:
             loss, grads, new_params, new_state = step_fn(*inputs)
         except (KeyError, TypeError, ValueError) as error:
@@ -381,8 +381,7 @@ def _free_jax_run(step_fn, optimizer, initial: dict, batches, dtype) -> dict:
         params = from_state_dict({name: value.astype(dtype) for name, value in initial.items()})
         opt_state, losses = optimizer.init(params), []
         for batch in batches:
-            parts = tuple(jnp.asarray(part.astype(dtype) if part.dtype.kind == "f" else part) for part in batch)
-            loss, _, params, opt_state = step_fn(params, opt_state, parts)
+            loss, _, params, opt_state = step_fn(params, opt_state, tuple(map(jnp.asarray, _in_dtype(batch, dtype))))
             losses.append(loss)
         return _whole_run([np.asarray(loss) for loss in losses], to_state_dict(params))
 

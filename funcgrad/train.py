@@ -191,6 +191,13 @@ class EpochBatches(NamedTuple):
         """Epoch ``index``'s batches in order, as a torch loop meets them."""
         return list(self.full[index]) + ([self.last[index]] if self.last.shape[1] else [])
 
+    def in_order(self) -> list[np.ndarray]:
+        """Every step's batch over all the epochs, in the order a torch loop meets them.
+
+        >>> batches = [(x[i], y[i]) for i in loader_batches(key, len(y), 64, num_epochs=30).in_order()]
+        """
+        return [indices for epoch in range(len(self.full)) for indices in self.epoch(epoch)]
+
     def permutation(self, index: int) -> np.ndarray:
         """Epoch ``index``'s order of examples (a ``DataLoader``'s ``sampler``), without any
         dropped tail."""

@@ -52,6 +52,14 @@ def test_torch_dataloader_meets_the_same_batches(drop_last):
             np.testing.assert_array_equal(ours, theirs)
 
 
+def test_in_order_is_every_epochs_batches_one_after_another():
+    batches = fg.loader_batches(jax.random.key(3), 23, 5, num_epochs=2)
+    in_order = batches.in_order()
+    assert len(in_order) == batches.num_steps == 10
+    for ours, theirs in zip(in_order, batches.epoch(0) + batches.epoch(1)):
+        np.testing.assert_array_equal(ours, theirs)
+
+
 def mean_squared(params, batch):
     x, y = batch
     return jnp.mean((x @ params["w"] - y) ** 2)

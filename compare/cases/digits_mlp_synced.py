@@ -38,7 +38,7 @@ def synced(ctx) -> dict:
     # to show a parting where the machine makes one.
     initial = fg.to_state_dict(fg.mlp_init(jax.random.key(0), SIZES))  # drawn once, in float32
     order = fg.loader_batches(jax.random.key(1), len(y), BATCH_SIZE, NUM_EPOCHS)
-    batches = [(x[i], y[i]) for epoch in range(NUM_EPOCHS) for i in order.epoch(epoch)]
+    batches = [(x[i], y[i]) for i in order.in_order()]
 
     def torch_setup(dtype):
         model = torch.nn.Sequential(torch.nn.Linear(*SIZES[:2]), torch.nn.ReLU(), torch.nn.Linear(*SIZES[1:]))

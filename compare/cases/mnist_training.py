@@ -195,7 +195,7 @@ def step_check(ctx, setup, apply, torch_model, learning_rate: float):
     and every batch in the order its ``DataLoader`` meets them (uint8 images, int64 labels)."""
     _, data, initial, batches = setup
     images, labels = data["train_images"], data["train_labels"].astype(np.int64)
-    steps = [(images[i], labels[i]) for epoch in range(len(batches.full)) for i in batches.epoch(epoch)]
+    steps = [(images[i], labels[i]) for i in batches.in_order()]
 
     def model_and_optimizer(dtype):
         return torch_setup(in_dtype(ctx, dtype), torch_model, initial, learning_rate)
