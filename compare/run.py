@@ -18,7 +18,6 @@ import jax
 import numpy as np
 import torch
 
-import funcgrad as fg
 from compare.cases import CASES
 from compare.runtime import Context
 from funcgrad import parity, stepwise
@@ -97,7 +96,7 @@ def run_synced(name: str, ctx: Context, dtypes=("float64", "float32")) -> dict:
     step by step from torch's state, in :func:`run_in_dtypes`' layout."""
     start = time.perf_counter()
     with jax.default_device(ctx.jax_device):
-        verdicts = fg.compare_steps(**CASES[name].synced(ctx), dtypes=dtypes)
+        verdicts = stepwise.compare_steps(**CASES[name].synced(ctx), dtypes=dtypes)
     seconds = round((time.perf_counter() - start) / len(dtypes), 3)
     entry = {"name": name, "source": CASES[name].SOURCE}
     for dtype, verdict in verdicts.items():
