@@ -102,7 +102,7 @@ def test_param_groups_with_different_settings_are_refused():
 
 def synced_steps_that_agree(dtype):
     """One synced step on which both sides agree exactly, judged as compare_steps judges it."""
-    judge, per_step = fg.stepwise._step_judge(np.dtype(dtype))
+    judge, per_step, _ = fg.stepwise._step_judge(np.dtype(dtype))
     one, exact = {"forward/loss": np.asarray(1.0, dtype)}, {"forward/loss": np.asarray(1.0)}
     judge(0, one, one, *((exact, exact) if dtype == np.float32 else (None, None)))
     return per_step
@@ -121,7 +121,7 @@ def whole_runs_parting_at_step_4(dtype):
 def test_float32_whole_runs_that_part_while_every_step_agrees_pass_and_say_where():
     reference = {"loss per step": fg.parity.History(np.ones(10)), "final parameters": {"w": np.ones(2)}}
     verdict = fg.stepwise._verdict("float32", synced_steps_that_agree(np.float32), torch_whole_run(np.float32),
-                                   whole_runs_parting_at_step_4(np.float32), reference)
+                                   whole_runs_parting_at_step_4(np.float32), reference, {})
     assert verdict.passed and verdict.separation == 4 and verdict.first_failure is None
     assert verdict.summary.startswith("float32: whole runs separate after step 4: rounding amplified by the model")
     (loss_row,) = [row for row in verdict.whole_run if not row.passed]
@@ -130,6 +130,21 @@ def test_float32_whole_runs_that_part_while_every_step_agrees_pass_and_say_where
 
 def test_float64_whole_runs_that_part_fail_even_where_every_step_agrees():
     verdict = fg.stepwise._verdict("float64", synced_steps_that_agree(np.float64), torch_whole_run(np.float64),
-                                   whole_runs_parting_at_step_4(np.float64), None)
+                                   whole_runs_parting_at_step_4(np.float64), None, {})
     assert not verdict.passed
     assert "every synced step agrees, but the whole runs differ" in verdict.summary and "step 4" in verdict.summary
+
+
+@pytest.mark.parametrize("gradient, hint", [(1e-17, True), (0.3, False)])
+def test_float64_final_values_that_part_while_every_loss_agrees_are_information(gradient, hint):
+    """A parameter the loss does not depend on (a bias before a BatchNorm) walks apart
+    under Adam in float64 too: every step agrees, every step's loss agrees; said, not failed."""
+    torch_run = torch_whole_run(np.float64)
+    jax_run = torch_run | {"final parameters": {"w": np.array([1.0, 1.0 + 1e-6])}}
+    verdict = fg.stepwise._verdict("float64", synced_steps_that_agree(np.float64), torch_run, jax_run, None,
+                                   {"w": gradient})
+    assert verdict.passed, verdict.summary
+    assert "final w differ while every synced step agrees (1 steps) and so does every step's loss" in verdict.summary
+    assert ("the gradient of w is zero but for rounding" in verdict.summary) == hint
+    (row,) = [row for row in verdict.whole_run if not row.passed]
+    assert row.rule.endswith(fg.stepwise.INFORMATION)
