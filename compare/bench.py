@@ -7,12 +7,30 @@ It times the cases' own sides (``timed(ctx)`` in a case module, from the one reg
 ``compare.cases.CASES``): funcgrad's JAX side, compiled on its first call (the compile
 time is that call's extra time), and the PyTorch twin as the comparison runs it, with
 the same data, settings and steps. mnist-softmax adds the floor, the forward and
-weight-gradient matmuls over all 60 000 rows that a full epoch cannot avoid. Each row is
-one warm-up call, then at least ``--repeats`` timed repeats and ``--min-time`` seconds of
-timed work; calls shorter than ``MIN_REGION_S`` are timed in batches of N calls and
-divided by N, as ``timeit``'s autorange does. Each call's results are fetched as numpy,
+weight-gradient matmuls over all 60 000 rows that a full epoch cannot avoid.
+
+The training cases whose torch side is a module in an eager loop (iris-softmax,
+linear-regression, binary-logistic, mnist-batch-64, mnist-mlp) add a ``torch.compile`` row:
+the same loop, on a model of its own compiled as a torch user first writes it,
+``torch.compile(model)`` (default mode, inductor; :func:`torch_compiled`), built once in
+``timed(ctx)`` and reused by every call. Its first call compiles (the forward, and the
+backward at the first ``backward()``; an epoch's short last batch recompiles once for a
+dynamic batch size), so its compile time is that call's extra time, as funcgrad's is; its
+note counts what the warm-up compiled, and what any later call did (none is expected; a
+count there is marked RECOMPILED). Inductor keeps compiled graphs on disk
+(``/tmp/torchinductor_$USER``), so a second bench compiles faster than the first; the note
+says how many came from that cache. Where torch.compile fails (no C++ compiler, an inductor
+error) the row is not run and its note says ``torch.compile unavailable: <reason>``.
+mnist-softmax has no such row: the seed's loop multiplies raw tensors, there is no model to
+compile without writing a second loop. sweep-iris and per-example-grads time torch.func
+recipes (and per-example-grads one gradient, no training).
+
+Each row is one warm-up call, then at least ``--repeats`` timed repeats and ``--min-time``
+seconds of timed work; calls shorter than ``MIN_REGION_S`` are timed in batches of N calls
+and divided by N, as ``timeit``'s autorange does. Each call's results are fetched as numpy,
 which synchronises both frameworks. Rows report min / median / max per call; ratios use
-medians. The table is Markdown (``funcgrad.parity.markdown_table``), ready for README.
+medians (torch.compile's too: its compile time is not in them). The table is Markdown
+(``funcgrad.parity.markdown_table``), ready for README.
 
 A case with a ``timed_checks(ctx)`` hook (mnist-mlp) adds what proving a port costs: the
 whole-run check (``fg.assert_same_training``) against the synced one
@@ -31,7 +49,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 # torch runs with its defaults: its OpenMP threads spin while they wait for work. On an
 # idle machine that is its fastest setting (OMP_WAIT_POLICY=PASSIVE made Iris's eager loop
@@ -73,6 +91,11 @@ class Row:
     @property
     def per_step_us(self) -> float:
         return 1e6 * self.run_s / self.steps
+
+    @property
+    def measured(self) -> bool:
+        """False for a row that could not run (an unavailable torch.compile): no times, no ratios."""
+        return self.repeats > 0
 
 
 
@@ -164,12 +187,118 @@ def time_case(name: str, ctx: Context, repeats: Repeats) -> list[Row]:
     timed = CASES[name].timed(ctx)
     rows = []
     for framework, run in timed.runs.items():
+        if framework == TORCH_COMPILE:
+            rows.append(time_compiled(name, timed.steps, run, timed.notes.get(framework, ""), repeats))
+            continue
         timing = measure(lambda: fetch(run()), repeats)
         compile_s = max(timing.first_call_s - timing.median_s, 0.0) if framework != "torch-eager" else 0.0
         row = row_from(name, framework, timed.steps, compile_s, timing)
         row.note = timed.notes.get(framework, "")
         rows.append(row)
     return rows
+
+
+# ---- the torch.compile row ----------------------------------------------------------------
+
+TORCH_COMPILE = "torch.compile"
+COMPILED = ("torch.compile(model), default mode (inductor): the model's forward and backward compiled; "
+            "the loop, the loss, zero_grad and the optimizer's step eager")
+
+
+class CompileRefused(torch.nn.Module):
+    """What :func:`torch_compiled` returns where ``torch.compile(model)`` itself raised (an
+    unsupported Python, say): the model's parameters, and a forward that raises that error,
+    so the loop fails on its first step and the row says why."""
+
+    def __init__(self, model: torch.nn.Module, error: Exception):
+        super().__init__()
+        self.model, self.error = model, error
+
+    def forward(self, *args, **kwargs):
+        raise self.error
+
+
+def torch_compiled(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` compiled as every torch.compile row compiles it: ``torch.compile(model)``,
+    default mode, inductor, the torch loop around it unchanged (what a torch user first
+    writes). Build it once in ``timed(ctx)``, on a model of its own, and let every call of
+    the run reuse it: its first call compiles (the warm-up, timed apart as funcgrad's
+    compile), later calls run what it compiled, the parameters trained in place.
+
+        compiled = torch_compiled(torch_model(ctx, initial))
+        runs[TORCH_COMPILE] = lambda: torch_train(compiled, x, y)
+    """
+    try:
+        return torch.compile(model)
+    except Exception as error:  # noqa: BLE001 - whatever it is, the row reports it
+        return CompileRefused(model, error)
+
+
+class Compiles(NamedTuple):
+    """What torch.compile has compiled in this process so far (dynamo's counters)."""
+
+    graphs: int      # graphs dynamo captured: a recompile (a failed guard) captures one more
+    inductor: int    # graphs inductor compiled: a model's forward, and its backward at the first backward()
+    cached: int      # of those, how many came from inductor's on-disk cache
+
+    def __sub__(self, earlier: "Compiles") -> "Compiles":
+        return Compiles(*(now - then for now, then in zip(self, earlier)))
+
+
+def compiles_so_far() -> Compiles:
+    """dynamo's and inductor's counters now; the difference of two is what happened between."""
+    from torch._dynamo.utils import counters
+
+    inductor = counters["inductor"]
+    hits = inductor["fxgraph_cache_hit"]
+    return Compiles(counters["stats"]["unique_graphs"],
+                    inductor["fxgraph_cache_miss"] + hits + inductor["fxgraph_cache_bypass"], hits)
+
+
+def time_compiled(case: str, steps: int, run: Callable[[], object], note: str, repeats: Repeats) -> Row:
+    """The torch.compile row: measured as the other rows, its compile time the warm-up's extra
+    time, each call's compilations counted. The note says what was compiled, what the warm-up
+    compiled and that the later calls compiled nothing (else how much: a guard that fails on a
+    later call would put a compile inside the timed regions, and the note says RECOMPILED).
+    Where torch.compile fails (no C++ compiler, an inductor error) the row is not measured
+    and its note says why."""
+    import torch._dynamo
+
+    per_call: list[Compiles] = []
+
+    def counted_run():
+        before = compiles_so_far()
+        fetch(run())
+        per_call.append(compiles_so_far() - before)
+
+    # As a fresh process compiles it: every model torch.compile wraps runs through one code
+    # object, whose cache holds at most torch._dynamo.config.recompile_limit (8) graphs over
+    # all models (past it dynamo runs the frame eagerly, silently) and whose shape history
+    # would make the next case's graph dynamic from its first call.
+    torch._dynamo.reset()
+    try:
+        timing = measure(counted_run, repeats)
+    except Exception as error:  # noqa: BLE001 - an unavailable torch.compile must not end the bench
+        return Row(case, TORCH_COMPILE, steps, 0.0, 0.0, note=f"{TORCH_COMPILE} unavailable: {failure_reason(error)}")
+    row = row_from(case, TORCH_COMPILE, steps, max(timing.first_call_s - timing.median_s, 0.0), timing)
+    warm_up, later = per_call[0], Compiles(*map(sum, zip(*per_call[1:])))
+    cached = f" ({warm_up.cached} loaded from its on-disk cache)" if warm_up.cached else ""
+    counts = (f"the warm-up call captured {warm_up.graphs} graph(s), inductor compiled {warm_up.inductor}{cached}; "
+              f"the {len(per_call) - 1} later calls " +
+              ("compiled nothing" if not any(later) else
+               f"RECOMPILED: {later.graphs} graph(s) captured, {later.inductor} compiled"))
+    eager = ("" if warm_up.graphs else
+             "NOTHING COMPILED: the loop ran eagerly (torch._dynamo.config.suppress_errors?)")
+    row.note = "; ".join(part for part in (note, COMPILED, counts, eager) if part)
+    return row
+
+
+def failure_reason(error: BaseException) -> str:
+    """An error in one line (inductor's errors start with their cause: ``InductorError:
+    InvalidCxxCompiler: No working C++ compiler found ...``)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return reason if len(reason) <= 300 else reason[:297] + "..."
 
 
 def time_checks(name: str, ctx: Context, repeats: Repeats) -> list[Row]:
@@ -191,11 +320,14 @@ def time_checks(name: str, ctx: Context, repeats: Repeats) -> list[Row]:
 # ---- report ----------------------------------------------------------------------------
 
 def add_ratios(rows: list[Row]) -> None:
+    """Each measured row's median over its case's funcgrad and floor rows' (a row that could
+    not be measured, an unavailable torch.compile, has none)."""
     by_case = {}
     for row in rows:
-        by_case.setdefault(row.case, {})[row.framework] = row
+        if row.measured:
+            by_case.setdefault(row.case, {})[row.framework] = row
     for row in rows:
-        reference = by_case[row.case]
+        reference = by_case.get(row.case, {}) if row.measured else {}
         if "funcgrad" in reference:
             row.ratio_to_funcgrad = row.run_s / reference["funcgrad"].run_s
         if "floor" in reference:
@@ -212,10 +344,13 @@ def format_table(rows: list[Row]) -> str:
     for r in rows:
         title = case_title(r) if r.case != previous_case else ""
         previous_case = r.case
-        spread = " / ".join(significant(t) for t in (r.run_min_s, r.run_s, r.run_max_s))
-        cells.append((title, r.framework, significant(r.compile_s) if r.compile_s else "", spread,
-                      significant(r.per_step_us), ratio_cell(r.ratio_to_funcgrad, r.framework == "funcgrad"),
-                      ratio_cell(r.ratio_to_floor, r.framework == "floor")))
+        if not r.measured:
+            cells.append((title, r.framework, "", "not run (see its note)", "", "", ""))
+        else:
+            spread = " / ".join(significant(t) for t in (r.run_min_s, r.run_s, r.run_max_s))
+            cells.append((title, r.framework, significant(r.compile_s) if r.compile_s else "", spread,
+                          significant(r.per_step_us), ratio_cell(r.ratio_to_funcgrad, r.framework == "funcgrad"),
+                          ratio_cell(r.ratio_to_floor, r.framework == "floor")))
         if r.note:
             notes.append(f"- {r.case}, {r.framework}: {r.note}")
     return "\n".join([markdown_table(header, cells), ""] + notes)

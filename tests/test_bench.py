@@ -5,6 +5,7 @@ what the timing helpers make of given call times; the other tests check the shap
 the benchmark reports and that both sides of a row do the same work.
 """
 
+import functools
 import json
 import time
 import types
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 import funcgrad as fg
-from compare import bench
+from compare import bench, runtime
 from compare.cases import CASES, mnist_training
 from compare.runtime import Timed
 from tests.conftest import cpu_context
@@ -127,7 +128,7 @@ def test_the_cases_in_readmes_speed_table_have_timing_hooks():
     assert {"iris-softmax", "mnist-softmax", "per-example-grads", "mnist-mlp"} <= set(bench.TIMED_CASES)
 
 
-def test_the_cli_prints_a_markdown_table_and_writes_the_spread(tmp_path, capsys):
+def test_the_cli_prints_a_markdown_table_and_writes_the_spread(tmp_path, capsys, dynamo_only):
     report_path = tmp_path / "bench.json"
     assert bench.main(["--case", "linear-regression", "--min-time", "0.01",
                        "--json", str(report_path)]) == 0
@@ -137,7 +138,7 @@ def test_the_cli_prints_a_markdown_table_and_writes_the_spread(tmp_path, capsys)
         "case", "framework", "compile s", "run s (min / median / max)", "µs / step", "× funcgrad", "× floor"]
     assert first.startswith("| linear-regression (300 steps) | funcgrad ")
     rows = json.loads(report_path.read_text())["rows"]
-    assert [row["framework"] for row in rows] == ["funcgrad", "torch-eager"]
+    assert [row["framework"] for row in rows] == ["funcgrad", "torch-eager", "torch.compile"]
     for row in rows:
         assert_spread(bench.Row(**{k: v for k, v in row.items() if k != "per_step_us"}))
 
@@ -185,3 +186,109 @@ def test_the_synced_check_replays_the_batches_weights_and_scaling_of_the_mnist_m
     _, torch_train = mnist_training.training_check(ctx, setup, fg.mlp_apply, mlp.torch_model, mlp.LEARNING_RATE)
     np.testing.assert_array_equal(np.asarray(replayed, np.float32),
                                   torch_train(np.dtype(np.float32))["loss per step"].value)
+
+
+# ---- the torch.compile row --------------------------------------------------------------
+
+# Training cases with a torch-eager loop but no torch.compile row, and why; every other one
+# must have the row (a new case cannot miss it silently, and an entry here must stay true).
+NOT_COMPILED = {"mnist-softmax": "the seed's loop multiplies raw tensors: no model to compile"}
+
+
+@pytest.fixture
+def dynamo_only(monkeypatch):
+    """torch.compile with dynamo's capture but no inductor: a compile costs about a second
+    here, not inductor's 4-20 s of C++. Counts graphs and recompiles as the real one does."""
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+
+
+def test_every_training_case_with_a_torch_eager_loop_has_a_torch_compile_run(monkeypatch):
+    # The stand-in digits: the runs' names do not depend on the data, and MNIST takes seconds a case to load.
+    monkeypatch.setattr(runtime, "mnist_source", lambda mnist_dir: None)
+    ctx = cpu_context(np.float32)
+    with_eager = []
+    for name in bench.TIMED_CASES:
+        runs = CASES[name].timed(ctx).runs  # builds the compiled model; nothing compiles before a call
+        if "torch-eager" in runs:
+            with_eager.append(name)
+            assert (bench.TORCH_COMPILE in runs) == (name not in NOT_COMPILED), name
+    assert set(NOT_COMPILED) <= set(with_eager)
+    assert {"iris-softmax", "linear-regression", "binary-logistic", "mnist-batch-64", "mnist-mlp"} <= set(with_eager)
+
+
+def test_the_torch_compile_row_times_its_compile_apart_and_counts_what_later_calls_compile(clock, monkeypatch):
+    compiled = bench.Compiles(0, 0, 0)
+
+    def compiling(run, *graphs_per_call):
+        """``run`` that compiles ``graphs_per_call[i]`` graphs (one forward and backward each) on call i."""
+        def call():
+            nonlocal compiled
+            graphs = graphs_per_call[run.calls] if run.calls < len(graphs_per_call) else 0
+            compiled = bench.Compiles(compiled.graphs + graphs, compiled.inductor + 2 * graphs, compiled.cached)
+            return run()
+        return call
+
+    monkeypatch.setattr(bench, "compiles_so_far", lambda: compiled)
+    funcgrad, eager = clock.taking(1.0, 0.25), clock.taking(0.5)
+    torch_compile = clock.taking(5.0, 0.5)
+    runs = {"funcgrad": funcgrad, "torch-eager": eager, "torch.compile": compiling(torch_compile, 2)}
+    monkeypatch.setitem(CASES, "fake-case", types.SimpleNamespace(timed=lambda ctx: Timed(7, runs)))
+    rows = bench.time_case("fake-case", cpu_context(np.float32), bench.Repeats(minimum=3, min_time_s=0.0))
+    bench.add_ratios(rows)
+    row = rows[2]
+    assert (row.framework, row.compile_s, row.run_s, row.ratio_to_funcgrad) == ("torch.compile", 4.5, 0.5, 2.0)
+    assert row.note.startswith(bench.COMPILED)
+    assert row.note.endswith(
+        "the warm-up call captured 2 graph(s), inductor compiled 4; the 3 later calls compiled nothing")
+
+    # A guard that fails on the third call: that compile lands in a timed region, and the note says so.
+    runs["torch.compile"] = compiling(clock.taking(5.0, 0.5), 1, 0, 1)
+    row = bench.time_case("fake-case", cpu_context(np.float32), bench.Repeats(minimum=3, min_time_s=0.0))[2]
+    assert row.note.endswith("the 3 later calls RECOMPILED: 1 graph(s) captured, 2 compiled")
+
+    # A warm-up that compiled nothing ran eagerly (dynamo told to suppress its errors): said so.
+    runs["torch.compile"] = compiling(clock.taking(0.5))
+    row = bench.time_case("fake-case", cpu_context(np.float32), bench.Repeats(minimum=3, min_time_s=0.0))[2]
+    assert row.note.endswith("compiled nothing; NOTHING COMPILED: the loop ran eagerly "
+                             "(torch._dynamo.config.suppress_errors?)")
+
+
+def test_an_unavailable_torch_compile_is_a_row_note_not_a_crash(clock, monkeypatch, capsys):
+    def compile_fails():
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found in torch._inductor.config.cpp.cxx\n"
+                           "(the rest of inductor's message)")
+
+    runs = {"funcgrad": clock.taking(1.0, 0.25), "torch-eager": clock.taking(0.5), "torch.compile": compile_fails}
+    monkeypatch.setitem(CASES, "fake-case", types.SimpleNamespace(timed=lambda ctx: Timed(7, runs)))
+    rows = bench.time_case("fake-case", cpu_context(np.float32), QUICK)
+    bench.add_ratios(rows)
+    assert [row.measured for row in rows] == [True, True, False]
+    assert rows[2].note == ("torch.compile unavailable: RuntimeError: InvalidCxxCompiler: "
+                            "No working C++ compiler found in torch._inductor.config.cpp.cxx")
+    assert rows[2].ratio_to_funcgrad is None and rows[1].ratio_to_funcgrad == 2.0
+    table = bench.format_table(rows)
+    assert "| torch.compile | " in table and "not run (see its note)" in table
+    assert f"- fake-case, torch.compile: {rows[2].note}" in table
+
+
+def test_a_model_torch_compile_refuses_fails_on_its_first_step(monkeypatch):
+    # torch.compile itself can raise (a Python its dynamo does not support): the helper hands
+    # back the model, parameters and all, whose forward raises that error, for the row's note.
+    def refuse(model, **kwargs):
+        raise RuntimeError("torch.compile is not supported on this Python")
+
+    monkeypatch.setattr(torch, "compile", refuse)
+    model = torch.nn.Linear(2, 3)
+    compiled = bench.torch_compiled(model)
+    assert list(compiled.parameters()) == list(model.parameters())
+    with pytest.raises(RuntimeError, match="not supported on this Python"):
+        compiled(torch.zeros(1, 2))
+
+
+def test_the_compiled_loop_captures_its_graph_once_and_later_calls_reuse_it(dynamo_only):
+    # The real torch.compile path through a case (dynamo only, not inductor): the warm-up call
+    # captures the model's forward, the later calls compile nothing.
+    rows = bench.time_case("linear-regression", cpu_context(np.float32), bench.Repeats(minimum=2, min_time_s=0.0))
+    row = rows[2]
+    assert row.framework == "torch.compile" and row.measured and row.ratio_to_funcgrad is None
+    assert "the warm-up call captured 1 graph(s)" in row.note and "later calls compiled nothing" in row.note

@@ -36,12 +36,18 @@ def run(ctx):
 
 
 def timed(ctx) -> Timed:
-    """Each side's training loop alone, on inputs already converted."""
+    """Each side's training loop alone, on inputs already converted; the torch loop also
+    with its model compiled (``compare.bench.torch_compiled``, imported here: the bench
+    imports the cases)."""
+    from compare.bench import TORCH_COMPILE, torch_compiled
+
     iris, initial = setup(ctx)
     params, x, y = fg.from_state_dict(initial), jnp.asarray(iris["x_train"]), jnp.asarray(iris["y_train"], jnp.int32)
     model, x_t, y_t = torch_model(ctx, initial), ctx.to_torch(iris["x_train"]), ctx.to_torch(iris["y_train"])
+    compiled = torch_compiled(torch_model(ctx, initial))
     return Timed(tutorial.NUM_EPOCHS, {"funcgrad": lambda: tutorial.train(params, x, y),
-                                       "torch-eager": lambda: torch_train(model, x_t, y_t)})
+                                       "torch-eager": lambda: torch_train(model, x_t, y_t),
+                                       TORCH_COMPILE: lambda: torch_train(compiled, x_t, y_t)})
 
 
 def jax_side(iris, initial):

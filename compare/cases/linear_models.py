@@ -25,7 +25,12 @@ def grads_at_init(model, criterion, x, y) -> dict:
 
 def timed_full_batch(ctx, steps: int, train, torch_train, xs, ys, initial) -> Timed:
     """Each side's training loop alone, on inputs already converted: ``train(params, x, y)``
-    (the tutorial's) against ``torch_train(linear, x, y)`` (the case's twin)."""
+    (the tutorial's) against ``torch_train(linear, x, y)`` (the case's twin), eager and with
+    the layer compiled (``compare.bench.torch_compiled``, imported here: the bench imports the cases)."""
+    from compare.bench import TORCH_COMPILE, torch_compiled
+
     params, x, y = fg.from_state_dict(initial), jnp.asarray(xs), jnp.asarray(ys)
     linear, x_t, y_t = torch_linear(ctx, initial), ctx.to_torch(xs), ctx.to_torch(ys)
-    return Timed(steps, {"funcgrad": lambda: train(params, x, y), "torch-eager": lambda: torch_train(linear, x_t, y_t)})
+    compiled = torch_compiled(torch_linear(ctx, initial))
+    return Timed(steps, {"funcgrad": lambda: train(params, x, y), "torch-eager": lambda: torch_train(linear, x_t, y_t),
+                         TORCH_COMPILE: lambda: torch_train(compiled, x_t, y_t)})

@@ -75,14 +75,22 @@ def case_functions(setup, apply, torch_model, learning_rate: float):
 
 
 def timed_case(ctx, setup, apply, torch_model, learning_rate: float) -> Timed:
-    """An MNIST case's ``timed``: both training loops alone, on data already converted."""
+    """An MNIST case's ``timed``: both training loops alone, on data already converted; the
+    torch loop also with its model compiled (``compare.bench.torch_compiled``, imported here:
+    the bench imports the cases), a model and optimizer of its own."""
+    from compare.bench import TORCH_COMPILE, torch_compiled
+
     data_name, data, initial, batches = setup
     params = fg.from_state_dict(initial)
     loss_fn, train = jax_setup(apply, data)
     model, optimizer = torch_setup(ctx, torch_model, initial, learning_rate)
+    uncompiled, compiled_optimizer = torch_setup(ctx, torch_model, initial, learning_rate)
+    compiled = torch_compiled(uncompiled)
     train_set = torch_dataset(ctx, data, "train")
     return Timed(batches.num_steps, {"funcgrad": lambda: jax_fit(loss_fn, params, train, batches, learning_rate),
-                                     "torch-eager": lambda: torch_train(model, optimizer, train_set, batches)},
+                                     "torch-eager": lambda: torch_train(model, optimizer, train_set, batches),
+                                     TORCH_COMPILE: lambda: torch_train(compiled, compiled_optimizer, train_set,
+                                                                        batches)},
                  {"funcgrad": data_name})
 
 
