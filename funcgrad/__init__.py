@@ -9,7 +9,9 @@ that proves a port computes what its original computes.
 
 The surface, by group:
 
-- core: layers (``linear_*``, ``mlp_*``, ``to/from_state_dict``), losses, metrics,
+- core: layers (``linear_*``, ``mlp_*``, ``to/from_state_dict``, ``split_buffers``, and
+  ``fg.layers``: torch.nn's convolution, pooling, normalization, dropout, embedding and
+  activations, composed as ``nn.Sequential``), losses, metrics,
   derivatives (``hvp``), training loops (``train_step``, ``fit_*``, ``loader_batches``),
   and ``fg.optim`` (torch's optimizers and schedulers in Optax terms);
 - data: the tutorial datasets and MNIST;
@@ -20,12 +22,21 @@ The surface, by group:
 """
 
 # core
-from funcgrad import optim
+from funcgrad import layers, optim
 from funcgrad.types import Batch, LossFn, Params
 from funcgrad.derivatives import hvp
 from funcgrad.losses import bce_with_logits, binary_cross_entropy, cross_entropy, mse_loss
 from funcgrad.metrics import accuracy, predict_classes
-from funcgrad.nn import from_state_dict, linear_apply, linear_init, mlp_apply, mlp_init, to_state_dict
+from funcgrad.nn import (
+    BUFFER_NAMES,
+    from_state_dict,
+    linear_apply,
+    linear_init,
+    mlp_apply,
+    mlp_init,
+    split_buffers,
+    to_state_dict,
+)
 from funcgrad.train import (
     EpochBatches,
     NonFiniteLossError,
@@ -57,9 +68,9 @@ from funcgrad.stepwise import StepVerdict, assert_same_steps, compare_steps
 
 __all__ = [
     # core
-    "optim", "Batch", "LossFn", "Params", "hvp", "bce_with_logits", "binary_cross_entropy", "cross_entropy", "mse_loss",
+    "layers", "optim", "Batch", "LossFn", "Params", "hvp", "bce_with_logits", "binary_cross_entropy", "cross_entropy", "mse_loss",
     "accuracy", "predict_classes", "from_state_dict", "linear_apply", "linear_init", "mlp_apply",
-    "mlp_init", "to_state_dict", "EpochBatches", "NonFiniteLossError", "fit_epochs",
+    "mlp_init", "to_state_dict", "split_buffers", "BUFFER_NAMES", "EpochBatches", "NonFiniteLossError", "fit_epochs",
     "fit_full_batch", "fit_minibatches", "loader_batches", "shuffled_batch_indices", "train_step",
     # data
     "digits_as_mnist", "gaussian_blobs", "iris_first_two_features", "linear_regression_data",

@@ -92,6 +92,8 @@ ENTRY_IDS = [f"{name}-{argument}" for name, argument, _ in ENTRIES]
 
 # The rest of the public surface, and why half precision has no way in there.
 NOT_APPLICABLE = {
+    "layers": "its functions refuse a half dtype as these do (tests/test_layers_*.py)",
+    "split_buffers": "sorts names", "BUFFER_NAMES": "names",
     "optim": "builds optimizers; their state follows the params, which the training functions check",
     "Batch": "a type", "LossFn": "a type", "Params": "a type",
     "EpochBatches": "integer indices", "loader_batches": "integer indices",

@@ -1,0 +1,34 @@
+"""``torch.nn``'s layers in torch's layout, names and defaults: pure functions, and
+``Layer(init, apply)`` pairs that compose as ``nn.Sequential`` does.
+
+    model = fg.layers.Sequential(fg.layers.Conv2d(1, 8, 5, padding=2), fg.layers.ReLU(),
+                                 fg.layers.MaxPool2d(2), fg.layers.Flatten(), fg.layers.Linear(8 * 14 * 14, 10))
+    params, buffers = model.init(jax.random.key(0))
+    logits, buffers = model.apply(params, buffers, images, train=False)
+
+One module per idea: ``conv`` (Conv2d), ``pool`` (pools, flatten), ``norm`` (BatchNorm,
+LayerNorm), ``embedding``, ``activations``, ``dropout`` (masks both frameworks share) and
+``sequential`` (the composition).
+"""
+
+from funcgrad.layers.activations import elu, gelu, hardtanh, leaky_relu, mish, relu, relu6, sigmoid, silu, softplus, tanh
+from funcgrad.layers.conv import conv2d_apply, conv2d_init
+from funcgrad.layers.dropout import dropout, dropout_mask, layer_key, replay_dropout
+from funcgrad.layers.embedding import embedding_apply, embedding_init
+from funcgrad.layers.norm import batch_norm_apply, batch_norm_init, layer_norm_apply, layer_norm_init
+from funcgrad.layers.pool import adaptive_avg_pool2d, avg_pool2d, flatten, max_pool2d
+from funcgrad.layers.sequential import (
+    ELU, GELU, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Embedding, Flatten, Layer, LayerNorm,
+    LeakyReLU, Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Tanh,
+)
+
+__all__ = [
+    # functions
+    "conv2d_init", "conv2d_apply", "max_pool2d", "avg_pool2d", "flatten", "batch_norm_init", "batch_norm_apply",
+    "layer_norm_init", "layer_norm_apply", "embedding_init", "embedding_apply", "dropout", "dropout_mask",
+    "layer_key", "replay_dropout", "adaptive_avg_pool2d", "gelu", "relu", "leaky_relu", "elu", "silu", "sigmoid",
+    "tanh", "softplus", "hardtanh", "relu6", "mish",
+    # layers
+    "Layer", "Sequential", "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Embedding", "Dropout",
+    "MaxPool2d", "AvgPool2d", "Flatten", "ReLU", "GELU", "LeakyReLU", "ELU", "SiLU", "Sigmoid", "Tanh",
+]
