@@ -6,6 +6,7 @@ agrees is examples/port_your_model_stepwise.py (tests/test_examples.py) and the 
 digits-mlp-synced (tests/test_parity.py).
 """
 
+import dataclasses
 import jax
 import numpy as np
 import pytest
@@ -148,3 +149,38 @@ def test_float64_final_values_that_part_while_every_loss_agrees_are_information(
     assert ("the gradient of w is zero but for rounding" in verdict.summary) == hint
     (row,) = [row for row in verdict.whole_run if not row.passed]
     assert row.rule.endswith(fg.stepwise.INFORMATION)
+
+
+def synced_steps_with_failures(num_steps, failing_steps, name="gradient/0.weight", note=""):
+    """``num_steps`` judged float32 steps; at ``failing_steps`` quantity ``name`` leaves its band."""
+    judge, per_step, _ = fg.stepwise._step_judge(np.dtype(np.float32))
+    one, exact = {"forward/loss": np.asarray(1.0, np.float32)}, {"forward/loss": np.asarray(1.0)}
+    side = one | {name: np.asarray([1.0], np.float32)} if name != "forward/loss" else one
+    reference = {key: np.asarray(value, np.float64) for key, value in side.items()}
+    for t in range(num_steps):
+        judge(t, side, side, reference, reference)
+    for t in failing_steps:
+        per_step[t] = (t, [dataclasses.replace(row, passed=False, band_ratio=364.0, note=note)
+                           if row.name == name else row for row in per_step[t][1]])
+    return per_step
+
+
+@pytest.mark.parametrize("failing, name, note, excused", [
+    ([32], "gradient/0.weight", "", True),                      # one step at a max-pool near-tie
+    ([3, 9, 14, 20], "gradient/0.weight", "", False),           # too many steps for chance
+    ([32], "forward/loss", "", False),                          # a loss is continuous at a tie
+    ([32], "gradient/0.weight", "JAX's and torch's float64 results from the same inputs differ", False),
+])
+def test_a_lone_float32_gradient_out_of_band_is_a_discontinuity_only_where_float64_agrees(failing, name, note,
+                                                                                         excused):
+    per_step = synced_steps_with_failures(40, failing, name, note)
+    run = torch_whole_run(np.float32)
+    reference = {"loss per step": fg.parity.History(np.ones(10)), "final parameters": {"w": np.ones(2)}}
+    verdict = fg.stepwise._verdict("float32", per_step, run, run, reference, {})
+    assert verdict.passed == excused, verdict.summary
+    if excused:
+        assert "at 1 synced step(s) (32) only a gradient left its band" in verdict.summary
+        (row,) = [row for row in verdict.synced if row.name == f"{name} (synced)"]
+        assert row.passed and "discontinuity" in row.note
+    else:
+        assert f"step {failing[0]}" in verdict.first_failure
