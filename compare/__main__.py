@@ -52,7 +52,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="fetch real MNIST (md5-checked) into the cache folder "
                              "($XDG_CACHE_HOME/funcgrad/mnist), used from then on when no folder is named")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
-    return parser.parse_args(argv)
+    parser.add_argument("--max-steps", type=int, metavar="N",
+                        help="train at most N steps in the cases that take minutes (mnist-cnn); "
+                             "default: their full run")
+    args = parser.parse_args(argv)
+    if args.max_steps is not None and args.max_steps < 1:
+        parser.error(f"--max-steps must be a positive number of steps, got {args.max_steps}")
+    return args
 
 
 def case_line(entry: dict, dtypes: list[str]) -> str:
@@ -110,7 +116,7 @@ def main(argv=None) -> int:
     jax_device, torch_device = select_devices(args.device)
     precision = set_matmul_precision()
     ctx = Context(dtype=np.dtype(dtypes[-1]), jax_device=jax_device, torch_device=torch_device,
-                  seed=args.seed, mnist_dir=args.mnist_dir)
+                  seed=args.seed, mnist_dir=args.mnist_dir, max_steps=args.max_steps)
     environment = describe_environment(ctx)
     summary = [header(environment, dtypes, args.mnist_dir)]
     print(summary[0], flush=True)

@@ -93,14 +93,27 @@ def float64_reference(name: str, ctx: Context) -> dict:
 
 def run_synced(name: str, ctx: Context, dtypes=("float64", "float32")) -> dict:
     """A case with ``synced(ctx)`` (the arguments of :func:`funcgrad.compare_steps`) judged
-    step by step from torch's state, in :func:`run_in_dtypes`' layout."""
+    step by step from torch's state, in :func:`run_in_dtypes`' layout. A case with
+    ``evaluate(ctx, weights, side)`` (``side`` "jax" or "torch", ``weights`` a trained
+    state_dict in ``ctx``'s dtype) has each whole run's trained model tested too, float32
+    against torch's float64 model; where the float32 whole runs part while every synced
+    step agrees, what the trained models give is information, as the runs' rows are."""
+    case = CASES[name]
     start = time.perf_counter()
     with jax.default_device(ctx.jax_device):
-        verdicts = stepwise.compare_steps(**CASES[name].synced(ctx), dtypes=dtypes)
+        verdicts = stepwise.compare_steps(**case.synced(ctx), dtypes=dtypes)
     seconds = round((time.perf_counter() - start) / len(dtypes), 3)
-    entry = {"name": name, "source": CASES[name].SOURCE}
+    entry = {"name": name, "source": case.SOURCE}
     for dtype, verdict in verdicts.items():
         rows = verdict.synced + verdict.whole_run
+        if hasattr(case, "evaluate"):
+            trained = trained_model_rows(case, ctx, verdict)
+            rows += trained
+            failing = [row for row in trained if not (row.passed or row.rule.endswith(stepwise.INFORMATION))]
+            if failing and verdict.passed:
+                verdict.passed, verdict.summary = False, (
+                    f"{dtype}: every synced step agrees, but the trained models differ: "
+                    + parity.format_failures(failing).replace("\n", "; "))
         judged = [row for row in rows if not row.rule.endswith(stepwise.INFORMATION)]
         entry[dtype] = {
             "name": name, "source": CASES[name].SOURCE, "dtype": dtype, "seed": ctx.seed,
@@ -113,6 +126,24 @@ def run_synced(name: str, ctx: Context, dtypes=("float64", "float32")) -> dict:
         }
     entry["passed"] = all(entry[dtype]["passed"] for dtype in dtypes)
     return entry
+
+
+def trained_model_rows(case, ctx: Context, verdict: stepwise.StepVerdict) -> list[parity.Quantity]:
+    """The case's ``evaluate`` of each whole run's trained model, judged as a whole run's rows."""
+    dtype = np.dtype(verdict.dtype)
+
+    def evaluate(side: str, in_dtype) -> dict:
+        side_ctx = dataclasses.replace(ctx, dtype=np.dtype(in_dtype))
+        with jax.enable_x64(side_ctx.dtype == np.float64), jax.default_device(ctx.jax_device):
+            return to_numpy(case.evaluate(side_ctx, verdict.final_weights[side], "torch" if side != "jax" else "jax"))
+
+    reference = evaluate("reference", np.float64) if dtype == np.float32 else None
+    rows = parity.compare_results(evaluate("jax", dtype), evaluate("torch", dtype), dtype, reference)
+    if not any(row.rule.endswith(stepwise.INFORMATION) for row in verdict.whole_run):
+        return rows
+    return [row if row.passed else dataclasses.replace(
+        row, rule=f"{row.rule} {stepwise.INFORMATION}",
+        note=f"the trained models differ as their runs do: {row.note or 'out of band'}") for row in rows]
 
 
 def run_in_dtypes(name: str, ctx: Context, dtypes=("float64", "float32"), keep_sides: bool = False) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 import os
 import platform
@@ -24,6 +25,9 @@ class Context:
     torch_device: torch.device
     seed: int = 0
     mnist_dir: str | None = None
+    # At most this many training steps, in a case that reads it (mnist-cnn): the test
+    # suite's short run of a case whose full run takes minutes. None: the full run.
+    max_steps: int | None = None
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -52,7 +56,17 @@ class Context:
         source = mnist_source(self.mnist_dir)
         if source is None:
             return "the MNIST stand-in, sklearn 8x8 digits (no MNIST folder given)", fg.digits_as_mnist()
-        return "MNIST", fg.load_mnist(source)
+        return "MNIST", _loaded_mnist(source)
+
+
+@functools.lru_cache(maxsize=1)
+def _loaded_mnist(source: str) -> dict:
+    """MNIST read and checked once per process (a case reads it once per side and dtype), its
+    arrays read-only so that no case can change what the next one reads."""
+    data = fg.load_mnist(source)
+    for array in data.values():
+        array.setflags(write=False)
+    return data
 
 
 class Timed(NamedTuple):

@@ -1,5 +1,6 @@
 """Shared test set-up: where real MNIST lies, and one comparison context per dtype."""
 
+import dataclasses
 import functools
 import os
 from pathlib import Path
@@ -17,6 +18,7 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 import funcgrad as fg
+from compare.cases import CASES
 from compare.run import run_in_dtypes
 from compare.runtime import Context
 
@@ -52,8 +54,10 @@ def cpu_context(dtype, mnist_dir=None) -> Context:
 
 @functools.lru_cache(maxsize=None)
 def case_reports(name: str, mnist_dir: str | None = None) -> dict:
-    """Case ``name`` judged in float64 and float32 (against the float64 run), once per session."""
-    return run_in_dtypes(name, cpu_context(np.float32, mnist_dir))
+    """Case ``name`` judged in float64 and float32 (against the float64 run), once per session;
+    a case whose full run takes minutes (``TEST_STEPS``) runs that many steps (README says which)."""
+    ctx = dataclasses.replace(cpu_context(np.float32, mnist_dir), max_steps=getattr(CASES[name], "TEST_STEPS", None))
+    return run_in_dtypes(name, ctx)
 
 
 def failures(report: dict) -> str:

@@ -20,6 +20,7 @@ from compare.cases import (
     iris_softmax,
     linear_regression,
     mnist_batch_64,
+    mnist_cnn,
     mnist_mlp,
     mnist_softmax,
     one_sample_logistic,
@@ -48,5 +49,6 @@ CASES = {
         mnist_batch_64,
         mnist_mlp,
         digits_mlp_synced,
+        mnist_cnn,
     )
 }
