@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import funcgrad as fg
 from funcgrad.parity import (
     BAND_FACTOR,
     FLOOR_ULPS,
@@ -185,3 +186,18 @@ def test_summaries_are_short():
     assert summarize(np.float32(3.5)) == "3.5"
     assert summarize(np.arange(3.0)) == "[0, 1, 2]"
     assert summarize(np.zeros((100, 10))) == "(100, 10) last=0"
+
+
+@pytest.mark.parametrize("jax_accuracy, torch64_accuracy, passes", [
+    (0.9831, 0.9832, True),    # mnist-cnn's float32 runs: torch's own float32 model is 2 samples off its float64 one
+    (0.9820, 0.9832, False),   # 14 samples: beyond 4x torch's own distance
+    (0.9831, 0.9834, False),   # torch's float32 reproduces its float64 accuracy: exact it must be
+])
+def test_a_float32_exact_value_is_held_to_torchs_own_float32_distance(jax_accuracy, torch64_accuracy, passes):
+    jax_side = {"test accuracy": fg.parity.Exact(jax_accuracy)}
+    torch_side = {"test accuracy": fg.parity.Exact(0.9834)}
+    reference = {"test accuracy": fg.parity.Exact(torch64_accuracy)}
+    (row,) = fg.parity.compare_results(jax_side, torch_side, np.float32, reference)
+    assert row.passed == passes, row
+    (row64,) = fg.parity.compare_results(jax_side, torch_side, np.float64)
+    assert not row64.passed
