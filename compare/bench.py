@@ -370,7 +370,7 @@ def format_checks(rows: list[Row]) -> str:
 
 
 def case_title(row: Row) -> str:
-    return f"{row.case} ({significant(row.steps)} steps)" if row.steps > 1 else row.case
+    return f"{row.case} ({row.steps:,} steps)".replace(",", " ") if row.steps > 1 else row.case
 
 
 def ratio_cell(ratio: float | None, is_reference: bool) -> str:
