@@ -21,7 +21,8 @@ keeps the biases and shows the verdict saying so).
 
 The full epoch (``python -m compare --case mnist-cnn``) takes minutes on a CPU: XLA:CPU's
 convolutions are slow (compare.bench's mnist-cnn row). The test suite runs its first
-``TEST_STEPS`` steps (``Context.max_steps``); without MNIST the stand-in digits (8x8,
+``TEST_STEPS`` steps (``Context.max_steps``) and tests on the first
+``SHORT_RUN_TEST_IMAGES`` test images; without MNIST the stand-in digits (8x8,
 two pools to 2x2) train one epoch of 28 steps.
 """
 
@@ -45,7 +46,8 @@ KERNEL, PADDING, POOL, DROPOUT = 5, 2, 2, 0.5
 NUM_CLASSES = 10
 BATCH_SIZE, NUM_EPOCHS = 64, 1
 LEARNING_RATE, WEIGHT_DECAY = 1e-3, 1e-2  # torch.optim.AdamW's defaults
-TEST_STEPS = 30  # what the test suite runs (Context.max_steps); the CLI runs the epoch
+TEST_STEPS = 10  # what the test suite runs (Context.max_steps); the CLI runs the epoch
+SHORT_RUN_TEST_IMAGES = 1000  # a short run tests its models on the first 1 000 test images
 TEST_BATCH_SIZE = 1000
 
 
@@ -124,7 +126,8 @@ def evaluate(ctx, weights: dict, side: str) -> dict:
     """A trained model (``weights``: its state_dict) tested in eval mode on the test set,
     by ``side``'s framework: logits, classes, accuracy."""
     _, data = ctx.mnist()
-    images, labels = data["test_images"], data["test_labels"]
+    count = None if ctx.max_steps is None else SHORT_RUN_TEST_IMAGES
+    images, labels = data["test_images"][:count], data["test_labels"][:count]
     if side == "jax":
         params, buffers = (fg.from_state_dict(ctx.cast(tree)) for tree in fg.split_buffers(weights))
         model = jax_model(images.shape[1:])
