@@ -533,9 +533,9 @@ def _over_steps(per_step: list, discontinuities: set[int]) -> list[parity.Quanti
         worst = max(judged, key=lambda item: item[1].band_ratio)[1]
         failing = [t for t, row in judged if not row.passed]
         kinks = [t for t, row in column if not row.passed and t in discontinuities]
-        refs = [row.jax_ref_err for _, row in column if row.jax_ref_err is not None]
-        torch_refs = [row.torch_ref_err for _, row in column if row.torch_ref_err is not None]
-        factors = [row.factor_needed for _, row in column if row.factor_needed is not None]
+        refs = [row.jax_ref_err for _, row in judged if row.jax_ref_err is not None]
+        torch_refs = [row.torch_ref_err for _, row in judged if row.torch_ref_err is not None]
+        factors = [row.factor_needed for _, row in judged if row.factor_needed is not None]
         rows.append(dataclasses.replace(
             worst, name=f"{first.name} (synced)", kind="history" if worst.kind == "float" else worst.kind,
             max_abs_err=max(row.max_abs_err for _, row in column),
