@@ -83,24 +83,19 @@ def synced(ctx) -> dict:
     data_name, data = ctx.mnist()
     images, labels = data["train_images"], data["train_labels"].astype(np.int64)
     image_size = images.shape[1:]
-    params, buffers = jax_model(image_size).init(ctx.key(300))  # drawn once, in float32
-    initial = fg.to_state_dict(params, buffers)
+    model = jax_model(image_size)
+    initial = fg.to_state_dict(*model.init(ctx.key(300)))  # drawn once, in float32
     order = fg.loader_batches(ctx.key(301), len(labels), BATCH_SIZE, NUM_EPOCHS).in_order()[:ctx.max_steps]
     dropout_keys = jax.random.key_data(jax.random.split(ctx.key(302), len(order)))
     batches = [(images[i], labels[i], np.asarray(key)) for i, key in zip(order, dropout_keys)]
-    model = jax_model(image_size)
+    loss_fn = train_loss(model)
 
     def jax_loss(params, buffers, batch):
         images, labels, key = batch
-        logits, buffers = model.apply(params, buffers, pixels(images, jax.tree.leaves(params)[0].dtype),
-                                      train=True, key=jax.random.wrap_key_data(key))
-        return fg.cross_entropy(logits, labels), buffers
+        return loss_fn(params, buffers, images, labels, jax.random.wrap_key_data(key))
 
     def torch_setup(dtype):
-        net = torch_model(image_size).to(device=ctx.torch_device, dtype=torch_dtype(dtype))
-        net.load_state_dict({name: torch.tensor(value.astype(dtype) if value.dtype.kind == "f" else value)
-                             for name, value in initial.items()})
-        return net, torch.optim.AdamW(net.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+        return torch_net_and_optimizer(ctx, image_size, initial, dtype)
 
     def torch_loss(net, batch):
         images, labels, key = batch
@@ -111,6 +106,25 @@ def synced(ctx) -> dict:
 
     return {"jax_loss": jax_loss, "jax_optimizer": fg.optim.adamw(LEARNING_RATE, weight_decay=WEIGHT_DECAY),
             "torch_setup": torch_setup, "torch_loss": torch_loss, "batches": batches, "stateful": True}
+
+
+def train_loss(model: fg.layers.Layer):
+    """``loss(params, buffers, images, labels, key) -> (loss, new_buffers)``: the model in
+    train mode on uint8 images, its cross-entropy."""
+    def loss(params, buffers, images, labels, key):
+        logits, new_buffers = model.apply(params, buffers, pixels(images, jax.tree.leaves(params)[0].dtype),
+                                          train=True, key=key)
+        return fg.cross_entropy(logits, labels), new_buffers
+
+    return loss
+
+
+def torch_net_and_optimizer(ctx, image_size, initial: dict, dtype):
+    """The torch CNN holding ``initial`` (its floats in ``dtype``) on ``ctx``'s device, and its AdamW."""
+    net = torch_model(image_size).to(device=ctx.torch_device, dtype=torch_dtype(dtype))
+    net.load_state_dict({name: ctx.to_torch(value.astype(dtype) if value.dtype.kind == "f" else value)
+                         for name, value in initial.items()})
+    return net, torch.optim.AdamW(net.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
 
 
 def pixels(images: jax.Array, dtype) -> jax.Array:
@@ -176,8 +190,8 @@ def timed(ctx) -> Timed:
             losses.append(loss)
         return np.asarray(jnp.stack(losses))
 
-    initial = fg.to_state_dict(*ctx.cast(model.init(ctx.key(300))))
-    eager, compiled = (torch_setup_for_bench(ctx, image_size, initial) for _ in range(2))
+    initial = fg.to_state_dict(params, buffers)
+    eager, compiled = (torch_net_and_optimizer(ctx, image_size, initial, ctx.dtype) for _ in range(2))
     compiled = (torch_compiled(compiled[0]), compiled[1])
     return Timed(len(order), {"funcgrad": jax_run, "torch-eager": lambda: torch_train(*eager, torch_batches),
                               TORCH_COMPILE: lambda: torch_train(*compiled, torch_batches)},
@@ -187,26 +201,15 @@ def timed(ctx) -> Timed:
 def jax_train_step(model, optimizer):
     """One compiled train-mode step: ``(params, buffers, opt_state, batch, key) -> (params,
     buffers, opt_state, loss)``."""
+    loss_fn = train_loss(model)
+
     @jax.jit
     def step(params, buffers, opt_state, batch, key):
-        images, labels = batch
-
-        def loss_fn(params):
-            logits, new_buffers = model.apply(params, buffers, pixels(images, jax.tree.leaves(params)[0].dtype),
-                                              train=True, key=key)
-            return fg.cross_entropy(logits, labels), new_buffers
-
-        (loss, new_buffers), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        (loss, new_buffers), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, buffers, *batch, key)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), new_buffers, opt_state, loss
 
     return step
-
-
-def torch_setup_for_bench(ctx, image_size, initial):
-    net = torch_model(image_size).to(device=ctx.torch_device, dtype=ctx.torch_dtype)
-    net.load_state_dict({name: ctx.to_torch(value) for name, value in initial.items()})
-    return net, torch.optim.AdamW(net.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
 
 
 def torch_train(net, optimizer, batches):
