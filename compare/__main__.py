@@ -25,20 +25,22 @@ import funcgrad as fg
 from compare.cases import CASES
 from compare.plots import plot_case, write_index
 from compare.run import run_in_dtypes
-from compare.runtime import Context, describe_environment, mnist_source, select_devices, set_matmul_precision
+from compare.runtime import (Context, check_output_path, describe_environment, mnist_source, select_devices,
+                             set_matmul_precision)
 from funcgrad import parity
-from funcgrad.stepwise import INFORMATION
+from funcgrad.parity.report import INFORMATION
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m compare", description=__doc__.splitlines()[0])
     parser.add_argument("--case", action="append", choices=list(CASES), metavar="NAME",
                         help=f"run only this case (repeatable): {', '.join(CASES)}")
-    parser.add_argument("--dtype", choices=("both", "float32", "float64"), default="both",
-                        help="float64 (proves the algorithm), float32 (judged by the error model "
-                             "against the float64 run), or both (default)")
-    parser.add_argument("--x64", action="store_const", const="float64", dest="dtype",
-                        help="same as --dtype float64")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--dtype", choices=("both", "float32", "float64"), default="both",
+                           help="float64 (proves the algorithm), float32 (judged by the error model "
+                                "against the float64 run), or both (default)")
+    precision.add_argument("--x64", action="store_const", const="float64", dest="dtype",
+                           help="same as --dtype float64")
     parser.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu",
                         help="where both frameworks run (auto: GPU when both see one)")
     parser.add_argument("--details", action="store_true", help="also print every quantity of every case")
@@ -58,6 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.max_steps is not None and args.max_steps < 1:
         parser.error(f"--max-steps must be a positive number of steps, got {args.max_steps}")
+    check_output_path(parser, "--json", args.json)
     return args
 
 

@@ -64,7 +64,8 @@ import numpy as np
 import torch
 
 from compare.cases import CASES
-from compare.runtime import Context, describe_environment, select_devices, set_matmul_precision
+from compare.runtime import Context, check_output_path, describe_environment, select_devices, set_matmul_precision
+from compare.timed import COMPILED, TORCH_COMPILE
 from funcgrad.parity import markdown_table
 
 TIMED_CASES = [name for name, case in CASES.items() if hasattr(case, "timed")]
@@ -199,40 +200,6 @@ def time_case(name: str, ctx: Context, repeats: Repeats) -> list[Row]:
 
 
 # ---- the torch.compile row ----------------------------------------------------------------
-
-TORCH_COMPILE = "torch.compile"
-COMPILED = ("torch.compile(model), default mode (inductor): the model's forward and backward compiled; "
-            "the loop, the loss, zero_grad and the optimizer's step eager")
-
-
-class CompileRefused(torch.nn.Module):
-    """What :func:`torch_compiled` returns where ``torch.compile(model)`` itself raised (an
-    unsupported Python, say): the model's parameters, and a forward that raises that error,
-    so the loop fails on its first step and the row says why."""
-
-    def __init__(self, model: torch.nn.Module, error: Exception):
-        super().__init__()
-        self.model, self.error = model, error
-
-    def forward(self, *args, **kwargs):
-        raise self.error
-
-
-def torch_compiled(model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` compiled as every torch.compile row compiles it: ``torch.compile(model)``,
-    default mode, inductor, the torch loop around it unchanged (what a torch user first
-    writes). Build it once in ``timed(ctx)``, on a model of its own, and let every call of
-    the run reuse it: its first call compiles (the warm-up, timed apart as funcgrad's
-    compile), later calls run what it compiled, the parameters trained in place.
-
-        compiled = torch_compiled(torch_model(ctx, initial))
-        runs[TORCH_COMPILE] = lambda: torch_train(compiled, x, y)
-    """
-    try:
-        return torch.compile(model)
-    except Exception as error:  # noqa: BLE001 - whatever it is, the row reports it
-        return CompileRefused(model, error)
-
 
 class Compiles(NamedTuple):
     """What torch.compile has compiled in this process so far (dynamo's counters)."""
@@ -416,6 +383,7 @@ def main(argv=None) -> int:
     parser.add_argument("--mnist-dir", metavar="DIR", help="real MNIST (else $FUNCGRAD_MNIST_DIR, else digits)")
     parser.add_argument("--json", metavar="PATH", help="write the rows and the environment here")
     args = parser.parse_args(argv)
+    check_output_path(parser, "--json", args.json)
     repeats = Repeats(args.repeats, args.min_time)
 
     jax_device, torch_device = select_devices(args.device)

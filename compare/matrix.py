@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from funcgrad.stepwise import INFORMATION
+from funcgrad.parity.report import INFORMATION
 
 XLA_ISAS = ("SSE4_2", "AVX2", None)  # None: XLA's own choice for this CPU
 ATEN_ISAS = ("default", "avx2", None)  # None: ATen's own choice ("default" means no SIMD dispatch)

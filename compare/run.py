@@ -20,7 +20,8 @@ import torch
 
 from compare.cases import CASES
 from compare.runtime import Context
-from funcgrad import parity, stepwise
+from funcgrad import parity
+from funcgrad.parity import report, steps
 
 
 class Sides(NamedTuple):
@@ -96,40 +97,35 @@ def run_synced(name: str, ctx: Context, dtypes=("float64", "float32")) -> dict:
     step by step from torch's state, in :func:`run_in_dtypes`' layout. A case with
     ``evaluate(ctx, weights, side)`` (``side`` "jax" or "torch", ``weights`` a trained
     state_dict in ``ctx``'s dtype) has each whole run's trained model tested too, float32
-    against torch's float64 model; where the float32 whole runs part while every synced
-    step agrees, what the trained models give is information, as the runs' rows are."""
+    against torch's float64 model (:func:`funcgrad.parity.with_trained_models`)."""
     case = CASES[name]
     start = time.perf_counter()
     with jax.default_device(ctx.jax_device):
-        verdicts = stepwise.compare_steps(**case.synced(ctx), dtypes=dtypes)
-    seconds = round((time.perf_counter() - start) / len(dtypes), 3)
+        verdicts = steps.compare_steps(**case.synced(ctx), dtypes=dtypes)
     entry = {"name": name, "source": case.SOURCE}
     for dtype, verdict in verdicts.items():
-        rows = verdict.synced + verdict.whole_run
         if hasattr(case, "evaluate"):
-            trained = trained_model_rows(case, ctx, verdict)
-            rows += trained
-            failing = [row for row in trained if not (row.passed or row.rule.endswith(stepwise.INFORMATION))]
-            if failing and verdict.passed:
-                verdict.passed, verdict.summary = False, (
-                    f"{dtype}: every synced step agrees, but the trained models differ: "
-                    + parity.format_failures(failing).replace("\n", "; "))
-        judged = [row for row in rows if not row.rule.endswith(stepwise.INFORMATION)]
+            verdict = trained_models(case, ctx, verdict)
+        rows = verdict.synced + verdict.whole_run
+        judged = [row for row in rows if not report.is_information(row)]
         entry[dtype] = {
-            "name": name, "source": CASES[name].SOURCE, "dtype": dtype, "seed": ctx.seed,
-            "passed": verdict.passed, "seconds": seconds, "summary": verdict.summary,
+            "name": name, "source": case.SOURCE, "dtype": dtype, "seed": ctx.seed,
+            "passed": verdict.passed, "seconds": 0.0, "summary": verdict.summary,
             "synced_steps": verdict.synced_steps,
             "worst_band_ratio": max((row.band_ratio for row in judged), default=0.0),
             "first_divergence": None if verdict.separation is None else
             {"step": verdict.separation, "quantity": "whole runs part (every synced step agrees)"},
             "quantities": parity.to_json(rows),
         }
+    seconds = round((time.perf_counter() - start) / len(dtypes), 3)
+    for dtype in dtypes:
+        entry[dtype]["seconds"] = seconds
     entry["passed"] = all(entry[dtype]["passed"] for dtype in dtypes)
     return entry
 
 
-def trained_model_rows(case, ctx: Context, verdict: stepwise.StepVerdict) -> list[parity.Quantity]:
-    """The case's ``evaluate`` of each whole run's trained model, judged as a whole run's rows."""
+def trained_models(case, ctx: Context, verdict: steps.StepVerdict) -> steps.StepVerdict:
+    """``verdict`` with the case's ``evaluate`` of each whole run's trained model judged beside it."""
     dtype = np.dtype(verdict.dtype)
 
     def evaluate(side: str, in_dtype) -> dict:
@@ -138,12 +134,7 @@ def trained_model_rows(case, ctx: Context, verdict: stepwise.StepVerdict) -> lis
             return to_numpy(case.evaluate(side_ctx, verdict.final_weights[side], "torch" if side != "jax" else "jax"))
 
     reference = evaluate("reference", np.float64) if dtype == np.float32 else None
-    rows = parity.compare_results(evaluate("jax", dtype), evaluate("torch", dtype), dtype, reference)
-    if not any(row.rule.endswith(stepwise.INFORMATION) for row in verdict.whole_run):
-        return rows
-    return [row if row.passed else dataclasses.replace(
-        row, rule=f"{row.rule} {stepwise.INFORMATION}",
-        note=f"the trained models differ as their runs do: {row.note or 'out of band'}") for row in rows]
+    return steps.with_trained_models(verdict, evaluate("jax", dtype), evaluate("torch", dtype), reference)
 
 
 def run_in_dtypes(name: str, ctx: Context, dtypes=("float64", "float32"), keep_sides: bool = False) -> dict:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import argparse
 import importlib.metadata
 import os
 import platform
-from typing import Callable, NamedTuple
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -67,16 +68,6 @@ def _loaded_mnist(source: str) -> dict:
     for array in data.values():
         array.setflags(write=False)
     return data
-
-
-class Timed(NamedTuple):
-    """A case's sides set up once, for ``python -m compare.bench``: each run is a call of
-    one side's own code (``"funcgrad"``, ``"torch-eager"``, ...), ``steps`` training steps
-    long, returning what that side returns; ``notes`` say anything a row needs said."""
-
-    steps: int
-    runs: dict[str, Callable[[], object]]
-    notes: dict[str, str] = {}
 
 
 def mnist_source(mnist_dir: str | None) -> str | None:
@@ -157,3 +148,16 @@ def describe_environment(context: Context) -> dict:
             "torch_threads": torch.get_num_threads(),
         },
     }
+
+
+def check_output_path(parser: argparse.ArgumentParser, flag: str, path: str | None) -> None:
+    """Refuse, before anything runs, a file that could not be written at the end."""
+    if path is None:
+        return
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        parser.error(f"{flag} {path}: the folder {folder} does not exist (create it first)")
+    if Path(path).is_dir():
+        parser.error(f"{flag} {path}: is a folder; name a file in it")
+    if not os.access(folder, os.W_OK):
+        parser.error(f"{flag} {path}: the folder {folder} is not writable")

@@ -32,7 +32,7 @@ import torch
 from sklearn.datasets import load_digits
 
 import funcgrad as fg
-from funcgrad.porting import DTYPES
+from funcgrad.parity import DTYPES
 
 SIZES = (64, 32, 32, 10)
 BATCH_SIZE = 64

@@ -16,8 +16,9 @@ The surface, by group:
   and ``fg.optim`` (torch's optimizers and schedulers in Optax terms);
 - data: the tutorial datasets and MNIST;
 - parallel: data-parallel sharding, and many models at once (``sweep``);
-- parity: ``fg.parity`` (the verdict engine), ``fg.porting`` (the assertion over two
-  training runs) and ``fg.stepwise`` (every step replayed from torch's exact state), their
+- parity: ``fg.parity``, the verdict engine: the assertion over two training runs
+  (``fg.parity.runs``, also ``fg.porting``) and the step-synchronized verdict, every step
+  replayed from torch's exact state (``fg.parity.steps``, also ``fg.stepwise``), their
   assertions re-exported here.
 """
 
@@ -27,16 +28,8 @@ from funcgrad.types import Batch, LossFn, Params
 from funcgrad.derivatives import hvp
 from funcgrad.losses import bce_with_logits, binary_cross_entropy, cross_entropy, mse_loss
 from funcgrad.metrics import accuracy, predict_classes
-from funcgrad.nn import (
-    BUFFER_NAMES,
-    from_state_dict,
-    linear_apply,
-    linear_init,
-    mlp_apply,
-    mlp_init,
-    split_buffers,
-    to_state_dict,
-)
+from funcgrad.layers.linear import linear_apply, linear_init, mlp_apply, mlp_init
+from funcgrad.state_dict import BUFFER_NAMES, from_state_dict, split_buffers, to_state_dict
 from funcgrad.train import (
     EpochBatches,
     NonFiniteLossError,
@@ -62,9 +55,18 @@ from funcgrad.parallel import batch_sharding, data_mesh, replicate, shard_batch_
 from funcgrad.sweep import fit_full_batch_sweep, init_many, sweep_grid
 
 # parity
-from funcgrad import parity, porting, stepwise
-from funcgrad.porting import ParityError, assert_same_run, assert_same_training, record_jax_run, record_torch_run
-from funcgrad.stepwise import StepVerdict, assert_same_steps, compare_steps
+from funcgrad import parity
+from funcgrad.parity import runs as porting, steps as stepwise
+from funcgrad.parity import (
+    ParityError,
+    StepVerdict,
+    assert_same_run,
+    assert_same_steps,
+    assert_same_training,
+    compare_steps,
+    record_jax_run,
+    record_torch_run,
+)
 
 __all__ = [
     # core

@@ -164,8 +164,16 @@ def check_batch_indices(what: str, data, batch_indices) -> None:
 
 
 def check_index_range(what: str, data, batch_indices) -> None:
-    """Every (concrete) index lies within the length of the data's first leaf."""
-    num_examples = len(jax.tree.leaves(data)[0])
+    """Every leaf of the data is as long as the first (a gather would clamp the shorter's
+    indices silently), and every (concrete) index lies within that length."""
+    leaves = jax.tree_util.tree_leaves_with_path(data)
+    if not leaves:
+        raise ValueError(f"{what}: data holds no arrays")
+    lengths = {"data" + jax.tree_util.keystr(path): (jnp.shape(leaf) or (None,))[0] for path, leaf in leaves}
+    num_examples = next(iter(lengths.values()))
+    if len(set(lengths.values())) > 1 or num_examples is None:
+        raise ValueError(f"{what}: every array of the data must hold one row per example, but their lengths "
+                         f"differ: " + ", ".join(f"{name} {length}" for name, length in lengths.items()))
     if is_concrete(batch_indices):
         indices = np.asarray(batch_indices)
         if indices.size and (indices.min() < 0 or indices.max() >= num_examples):
@@ -216,3 +224,58 @@ def check_num_steps(what: str, num_steps) -> None:
     """A positive whole number of steps (a loop of none or fewer has nothing to return)."""
     if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
         raise ValueError(f"{what}: num_steps must be a positive integer, got {num_steps!r}")
+
+
+# ---- arguments: hyperparameters and layer sizes, read as torch reads them ----
+
+def real_number(what: str, name: str, value) -> float:
+    """``value`` as a float: a Python, numpy or concrete 0-d JAX real number (not a bool)."""
+    dtype = getattr(value, "dtype", None)
+    is_real = (isinstance(value, (int, float)) and not isinstance(value, bool)) or (
+        dtype is not None and np.ndim(value) == 0 and np.issubdtype(dtype, np.number)
+        and not np.issubdtype(dtype, np.complexfloating))
+    if not is_real:
+        raise TypeError(f"{what}: {name} must be a real number, got {value!r}")
+    return float(value)
+
+
+def check_non_negative(what: str, **values) -> None:
+    """Each value is a real number >= 0 (NaN refused), as torch's optimizers require. A
+    schedule (a function of the step) and a traced value pass: neither has a number yet."""
+    for name, value in values.items():
+        if callable(value) or not is_concrete(value):
+            continue
+        number = real_number(what, name, value)
+        if not number >= 0:
+            raise ValueError(f"{what}: {name} must be >= 0, got {value!r}")
+
+
+def check_betas(what: str, betas) -> tuple[float, float]:
+    """Adam's ``betas``: a pair of numbers in [0, 1), as torch requires."""
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"{what}: betas must be a pair (beta1, beta2), got {betas!r}")
+    pair = tuple(real_number(what, f"betas[{i}]", beta) for i, beta in enumerate(betas))
+    for i, beta in enumerate(pair):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"{what}: betas[{i}] must lie in [0, 1), got {betas[i]!r}")
+    return pair
+
+
+def is_int(value) -> bool:
+    """A Python or numpy integer, not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_positive_int(what: str, name: str, value) -> None:
+    """An int > 0, or a tuple of them (a kernel size, a stride...)."""
+    values = value if isinstance(value, tuple) else (value,)
+    if not values or not all(is_int(v) and v > 0 for v in values):
+        raise ValueError(f"{what}: {name} must be a positive int, got {value!r}")
+
+
+def int_pair(what: str, name: str, value) -> tuple[int, int]:
+    """An int or a pair of ints, as torch's ``_pair`` reads ``kernel_size``, ``stride``..."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2 or not all(is_int(v) for v in pair):
+        raise TypeError(f"{what}: {name} must be an int or a pair of ints, got {value!r}")
+    return tuple(int(v) for v in pair)

@@ -4,6 +4,13 @@ A loss function has the signature ``loss_fn(params, batch) -> scalar``; ``batch`
 pytree of arrays (for example ``(x, y)``). Gradients are return values, so there is no
 ``zero_grad``: nothing accumulates between steps.
 
+A model with buffers (BatchNorm's running statistics, updated by its forward pass in train
+mode) has a *stateful* loss, ``loss_fn(params, buffers, batch) -> (loss, new_buffers)``:
+pass ``buffers=`` to any function here and it threads them through every step, returning
+the new buffers last::
+
+    params, opt_state, loss, buffers = train_step(loss_fn, optimizer, params, opt_state, batch, buffers=buffers)
+
 The ``fit_*`` loops are compiled once per cache key: ``loss_fn`` and ``optimizer`` (static
 arguments to ``jit``, keyed by hash and equality: a function by its identity), ``num_steps``
 where there is one, and the shapes and dtypes of the arrays. A new loss function or
@@ -37,22 +44,46 @@ def train_step(
     params: Params,
     opt_state: optax.OptState,
     batch: Batch,
-) -> tuple[Params, optax.OptState, jax.Array]:
+    *,
+    buffers: Params | None = None,
+) -> tuple:
     """One step of ``zero_grad(); loss.backward(); optimizer.step()``, as a pure function.
 
     Returns the new params and optimizer state, and the loss *before* the update (the
-    value a torch loop prints). Wrap it in ``jax.jit`` (with ``loss_fn`` and
-    ``optimizer`` bound) for a compiled step. Params and batch must be float32 or
-    float64 (integer labels pass); that static check adds nothing to the compiled step.
+    value a torch loop prints); with ``buffers`` (a stateful loss, see the module doc), the
+    new buffers too, last. Wrap it in ``jax.jit`` (with ``loss_fn`` and ``optimizer``
+    bound) for a compiled step. Params and batch must be float32 or float64 (integer
+    labels pass); that static check adds nothing to the compiled step.
 
     >>> opt = optax.sgd(0.1)
     >>> params, state, loss = train_step(loss_fn, opt, params, opt.init(params), (x, y))
     """
     _checks.check_float_leaves("train_step", params, "params")
     _checks.check_float_leaves("train_step", batch, "batch")
-    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+    if buffers is None:
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+    else:
+        _checks.check_float_leaves("train_step", buffers, "buffers")
+        (loss, buffers), grads = jax.value_and_grad(_stateful("train_step", loss_fn), has_aux=True)(
+            params, buffers, batch)
     updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    params = optax.apply_updates(params, updates)
+    return (params, opt_state, loss) if buffers is None else (params, opt_state, loss, buffers)
+
+
+def _stateful(what: str, loss_fn):
+    """``loss_fn``, checked to return ``(loss, new_buffers)`` as a stateful loss must."""
+    def checked(params, buffers, batch):
+        out = loss_fn(params, buffers, batch)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError(f"{what}: with buffers=, loss_fn(params, buffers, batch) must return (loss, new_buffers), "
+                            f"got {type(out).__name__}")
+        if jax.tree.structure(out[1]) != jax.tree.structure(buffers):
+            raise ValueError(f"{what}: loss_fn returned buffers shaped {jax.tree.structure(out[1])}, "
+                             f"but was given {jax.tree.structure(buffers)}")
+        return out
+
+    return checked
 
 
 def fit_full_batch(
@@ -62,7 +93,9 @@ def fit_full_batch(
     opt_state: optax.OptState,
     batch: Batch,
     num_steps: int,
-) -> tuple[Params, optax.OptState, jax.Array]:
+    *,
+    buffers: Params | None = None,
+) -> tuple:
     """Run ``num_steps`` full-batch steps in one compiled loop; return the state and every loss.
 
     Compiled once per (``loss_fn``, ``optimizer``, ``num_steps``, shapes and dtypes); a global
@@ -72,6 +105,8 @@ def fit_full_batch(
     loss that turns non-finite is reported with its step after it
     (:class:`NonFiniteLossError`); the compiled loop itself carries no checks.
 
+    With ``buffers`` (a stateful loss) the new buffers come back last.
+
     >>> opt = optax.sgd(0.01)
     >>> params, opt_state, losses = fit_full_batch(loss_fn, opt, params, opt.init(params), (x, y), 10_000)
     >>> losses.shape
@@ -79,22 +114,33 @@ def fit_full_batch(
     """
     _checks.check_num_steps("fit_full_batch", num_steps)
     _checks.check_params_and_data("fit_full_batch", params, batch, "batch")
-    result = _fit_full_batch(loss_fn, optimizer, params, opt_state, batch, num_steps)
-    _checks.check_losses("fit_full_batch", result[-1])
-    return result
+    result = _fit_full_batch(loss_fn, optimizer, params, opt_state, batch, num_steps, buffers)
+    _checks.check_losses("fit_full_batch", result[2])
+    return _returned(result, buffers)
+
+
+def _returned(result: tuple, buffers) -> tuple:
+    """``(params, opt_state, losses)``, and the new buffers last for a stateful loss."""
+    params, opt_state, losses, new_buffers = result
+    return (params, opt_state, losses) if buffers is None else (params, opt_state, losses, new_buffers)
+
+
+def _step(loss_fn, optimizer, carry, batch):
+    """A scan body's step: ``carry`` is ``(params, opt_state, buffers)``, buffers None when stateless."""
+    params, opt_state, buffers = carry
+    if buffers is None:
+        params, opt_state, loss = train_step(loss_fn, optimizer, params, opt_state, batch)
+    else:
+        params, opt_state, loss, buffers = train_step(loss_fn, optimizer, params, opt_state, batch, buffers=buffers)
+    return (params, opt_state, buffers), loss
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn", "optimizer", "num_steps"))
-def _fit_full_batch(loss_fn, optimizer, params, opt_state, batch, num_steps):
+def _fit_full_batch(loss_fn, optimizer, params, opt_state, batch, num_steps, buffers):
     """The compiled loop behind the public function of the same name (no checks)."""
-
-    def step(carry, _):
-        params, opt_state = carry
-        params, opt_state, loss = train_step(loss_fn, optimizer, params, opt_state, batch)
-        return (params, opt_state), loss
-
-    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), length=num_steps)
-    return params, opt_state, losses
+    (params, opt_state, buffers), losses = jax.lax.scan(
+        lambda carry, _: _step(loss_fn, optimizer, carry, batch), (params, opt_state, buffers), length=num_steps)
+    return params, opt_state, losses, buffers
 
 
 def fit_minibatches(
@@ -104,7 +150,9 @@ def fit_minibatches(
     opt_state: optax.OptState,
     data: Batch,
     batch_indices: jax.Array,
-) -> tuple[Params, optax.OptState, jax.Array]:
+    *,
+    buffers: Params | None = None,
+) -> tuple:
     """Minibatch SGD in one compiled loop: step ``i`` trains on ``data[batch_indices[i]]``.
 
     Compiled once per (``loss_fn``, ``optimizer``, shapes and dtypes); a global that
@@ -114,7 +162,9 @@ def fit_minibatches(
     shuffled copy of the dataset is ever made. ``batch_indices`` is
     ``(num_steps, batch_size)``, e.g. from :func:`shuffled_batch_indices`. Runs can be
     split into consecutive calls (to show progress, say): the state carries over.
-    Checked like :func:`fit_full_batch`, plus indices within the data's length.
+    Checked like :func:`fit_full_batch`, plus indices within the data's length and every
+    leaf of the data as long as the first. With ``buffers`` (a stateful loss) the new
+    buffers come back last.
 
     >>> order = shuffled_batch_indices(jax.random.key(0), 60_000, 100)
     >>> opt = optax.sgd(0.1)
@@ -122,27 +172,24 @@ def fit_minibatches(
     """
     _checks.check_params_and_data("fit_minibatches", params, data, "data")
     _checks.check_batch_indices("fit_minibatches", data, batch_indices)
-    result = _fit_minibatches(loss_fn, optimizer, params, opt_state, data, batch_indices)
-    _checks.check_losses("fit_minibatches", result[-1])
-    return result
+    result = _fit_minibatches(loss_fn, optimizer, params, opt_state, data, batch_indices, buffers)
+    _checks.check_losses("fit_minibatches", result[2])
+    return _returned(result, buffers)
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn", "optimizer"))
-def _fit_minibatches(loss_fn, optimizer, params, opt_state, data, batch_indices):
+def _fit_minibatches(loss_fn, optimizer, params, opt_state, data, batch_indices, buffers):
     """The compiled loop behind the public function of the same name (no checks)."""
     step = _minibatch_step(loss_fn, optimizer, data)
-    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), batch_indices)
-    return params, opt_state, losses
+    (params, opt_state, buffers), losses = jax.lax.scan(step, (params, opt_state, buffers), batch_indices)
+    return params, opt_state, losses, buffers
 
 
 def _minibatch_step(loss_fn, optimizer, data):
     """A scan body: one :func:`train_step` on the rows ``indices`` of ``data``, gathered in the loop."""
 
     def step(carry, indices):
-        params, opt_state = carry
-        batch = jax.tree.map(lambda leaf: leaf[indices], data)
-        params, opt_state, loss = train_step(loss_fn, optimizer, params, opt_state, batch)
-        return (params, opt_state), loss
+        return _step(loss_fn, optimizer, carry, jax.tree.map(lambda leaf: leaf[indices], data))
 
     return step
 
@@ -239,13 +286,16 @@ def fit_epochs(
     opt_state: optax.OptState,
     data: Batch,
     batches: EpochBatches,
-) -> tuple[Params, optax.OptState, jax.Array]:
+    *,
+    buffers: Params | None = None,
+) -> tuple:
     """Every epoch of :func:`loader_batches` in one compiled loop; the loss of every step, in
     the order a torch loop prints them (each epoch's full batches, then its short one).
 
     One compilation serves all the epochs: the full batches and the short one each keep
     their shape from epoch to epoch. Compiled once per (``loss_fn``, ``optimizer``, shapes
-    and dtypes), like :func:`fit_minibatches`, and checked like it.
+    and dtypes), like :func:`fit_minibatches`, and checked like it. With ``buffers`` (a
+    stateful loss) the new buffers come back last.
 
     >>> batches = loader_batches(jax.random.key(0), len(labels), 64, num_epochs=2)
     >>> params, opt_state, losses = fit_epochs(loss_fn, opt, params, opt.init(params), (images, labels), batches)
@@ -259,13 +309,13 @@ def fit_epochs(
             f"(epochs, remainder) arrays, got shapes {batches.full.shape} and {batches.last.shape}"
         )
     _checks.check_index_range("fit_epochs", data, np.concatenate([batches.full.ravel(), batches.last.ravel()]))
-    result = _fit_epochs(loss_fn, optimizer, params, opt_state, data, batches.full, batches.last)
-    _checks.check_losses("fit_epochs", result[-1])
-    return result
+    result = _fit_epochs(loss_fn, optimizer, params, opt_state, data, batches.full, batches.last, buffers)
+    _checks.check_losses("fit_epochs", result[2])
+    return _returned(result, buffers)
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn", "optimizer"))
-def _fit_epochs(loss_fn, optimizer, params, opt_state, data, full, last):
+def _fit_epochs(loss_fn, optimizer, params, opt_state, data, full, last, buffers):
     """The compiled loop behind :func:`fit_epochs` (no checks): a scan over epochs, each a
     scan over its full batches and then one step on its short batch, when there is one."""
     step = _minibatch_step(loss_fn, optimizer, data)
@@ -278,5 +328,5 @@ def _fit_epochs(loss_fn, optimizer, params, opt_state, data, full, last):
             losses = jnp.concatenate([losses, last_loss[None]])
         return carry, losses
 
-    (params, opt_state), losses = jax.lax.scan(epoch, (params, opt_state), (full, last))
-    return params, opt_state, losses.reshape(-1)
+    (params, opt_state, buffers), losses = jax.lax.scan(epoch, (params, opt_state, buffers), (full, last))
+    return params, opt_state, losses.reshape(-1), buffers

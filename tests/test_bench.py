@@ -16,8 +16,9 @@ import torch
 
 import funcgrad as fg
 from compare import bench, runtime
-from compare.cases import CASES, mnist_training
-from compare.runtime import Timed
+from compare import timed
+from compare.cases import CASES, _mnist
+from compare.timed import Timed
 from tests.conftest import cpu_context
 
 # Enough to run every code path, short enough for a test: the minimum repeats still hold.
@@ -173,7 +174,7 @@ def test_the_synced_check_replays_the_batches_weights_and_scaling_of_the_mnist_m
     name, data, initial, _ = mlp.setup(ctx)
     setup = (name, {key: value[:1000] for key, value in data.items()}, initial,
              fg.loader_batches(ctx.key(0), 1000, 64, num_epochs=2))
-    _, _, torch_setup, torch_loss, batches = mnist_training.step_check(
+    _, _, torch_setup, torch_loss, batches = _mnist.step_check(
         ctx, setup, fg.mlp_apply, mlp.torch_model, mlp.LEARNING_RATE)
     model, optimizer = torch_setup(np.float32)
     replayed = []
@@ -183,7 +184,7 @@ def test_the_synced_check_replays_the_batches_weights_and_scaling_of_the_mnist_m
         loss.backward()
         optimizer.step()
         replayed.append(loss.item())
-    _, torch_train = mnist_training.training_check(ctx, setup, fg.mlp_apply, mlp.torch_model, mlp.LEARNING_RATE)
+    _, torch_train = _mnist.training_check(ctx, setup, fg.mlp_apply, mlp.torch_model, mlp.LEARNING_RATE)
     np.testing.assert_array_equal(np.asarray(replayed, np.float32),
                                   torch_train(np.dtype(np.float32))["loss per step"].value)
 
@@ -279,7 +280,7 @@ def test_a_model_torch_compile_refuses_fails_on_its_first_step(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", refuse)
     model = torch.nn.Linear(2, 3)
-    compiled = bench.torch_compiled(model)
+    compiled = timed.torch_compiled(model)
     assert list(compiled.parameters()) == list(model.parameters())
     with pytest.raises(RuntimeError, match="not supported on this Python"):
         compiled(torch.zeros(1, 2))

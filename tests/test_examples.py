@@ -140,3 +140,13 @@ def test_every_example_runs_as_a_script_from_the_repository_root():
             continue  # imports only installed packages; test_port_your_model_proves_its_port runs it
         completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
         assert completed.returncode == 0, f"{path.name}: {completed.stderr[-2000:]}"
+
+
+def test_port_your_cnn_proves_every_step_and_a_resumed_checkpoint(monkeypatch, capsys):
+    printed = run_example("port_your_cnn", "--steps", "24", "--checkpoint-at", "12", monkeypatch=monkeypatch,
+                          capsys=capsys)
+    assert re.search(r"^float64: .*every synced step agrees \(24 steps\)", printed, re.M), printed
+    assert "float32: every synced step agrees (24 steps)" in printed
+    assert "resumed in JAX from torch's step 12:" in printed
+    for dtype in ("float64", "float32"):
+        assert re.search(rf"from the checkpoint, {dtype}: .*every synced step agrees \(12 steps\)", printed), printed

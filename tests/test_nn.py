@@ -1,4 +1,4 @@
-"""Specification of funcgrad.nn: nn.Linear's init, forward pass and state_dict, as pure functions."""
+"""Specification of funcgrad.layers.linear and funcgrad.state_dict: nn.Linear's init, forward pass and state_dict, as pure functions."""
 
 import functools
 import math

@@ -234,24 +234,22 @@ def two_learning_rates(model):
      r"torch's state holds \['square_avg', 'step'\], which the fg.optim state \(TraceState, EmptyState\) has no place"),
     (lambda: from_torch(ADAM, momentum_state()),
      r"holds \['momentum_buffer'\], which the fg.optim state \(TorchAdamState, EmptyState\)"),
-    (lambda: from_torch(SGD, momentum_state(groups=two_learning_rates)),
-     r"param_groups 0 and 1 differ in 'lr' \(0.1 against 0.01\)"),
     (lambda: from_torch(ADAM, torch_state(torch.optim.Adam), step=K + 1),
      r"torch's step for 0.weight is 4, but step=5"),
     (lambda: from_torch(ADAM, torch_state(torch.optim.Adam), step=0),
      r"step is 0 but torch holds state"),
     (lambda: from_torch(DAMPENED, edited(momentum_state(dampening=0.1), 1)),
      r"after 4 steps torch holds no \{'0.bias': \['momentum_buffer'\]\}"),
-    (lambda: from_torch(optax.adam(1e-3), torch_state(torch.optim.Adam)),
-     r"holds ScaleByAdamState, which has no torch counterpart"),
+    (lambda: from_torch(optax.chain(optax.scale_by_rms(), optax.scale(-1e-3)), torch_state(torch.optim.Adam)),
+     r"holds ScaleByRmsState, which has no torch counterpart"),
     (lambda: to_torch(SGD, NAMES[:2], momentum_state()),
      r"the state has \['2.bias', '2.weight'\] that param_names lacks"),
     (lambda: to_torch(fg.optim.sgd(0.1), NAMES[:2], momentum_state()),
      r"torch's param_groups hold 4 parameters \(indices \[0, 1, 2, 3\]\) but param_names names 2"),
     (lambda: to_torch(SGD, NAMES, momentum_state(), schedule=fg.optim.step_lr(0.1, 3)),
      r"a schedule was passed but the state holds 0 schedule counts"),
-], ids=["names", "shape", "rmsprop", "other optimizer", "param groups", "step", "step 0", "missing buffer",
-        "optax.adam", "names to torch", "parameter count to torch", "schedule to torch"])
+], ids=["names", "shape", "rmsprop", "other optimizer", "step", "step 0", "missing buffer",
+        "optax.rmsprop's state", "names to torch", "parameter count to torch", "schedule to torch"])
 def test_bad_input_is_refused_naming_the_problem(convert, message):
     with pytest.raises(ValueError, match=message):
         convert()
@@ -273,3 +271,18 @@ def test_the_state_is_a_copy_that_torchs_next_step_leaves_alone():
     before = [np.array(leaf) for leaf in jax.tree.leaves(state)]
     torch_step()  # updates torch's momentum buffers in place
     assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, jax.tree.leaves(state)))
+
+
+def test_optax_adams_own_state_holds_torchs_moments_and_step():
+    state = from_torch(optax.adam(1e-3), torch_state(torch.optim.Adam))
+    adam_state = state[0]
+    held = torch_state(torch.optim.Adam)["state"]
+    assert int(adam_state.count) == K
+    np.testing.assert_array_equal(adam_state.mu["0"]["weight"], held[0]["exp_avg"].numpy())
+    np.testing.assert_array_equal(adam_state.nu["2"]["bias"], held[3]["exp_avg_sq"].numpy())
+
+
+def test_torch_param_groups_with_their_own_rates_convert_per_parameter():
+    state = from_torch(SGD, momentum_state(groups=two_learning_rates))
+    held = momentum_state(groups=two_learning_rates)["state"]
+    np.testing.assert_array_equal(state[0].trace["2"]["weight"], held[2]["momentum_buffer"].numpy())

@@ -201,3 +201,10 @@ def test_a_float32_exact_value_is_held_to_torchs_own_float32_distance(jax_accura
     assert row.passed == passes, row
     (row64,) = fg.parity.compare_results(jax_side, torch_side, np.float64)
     assert not row64.passed
+
+
+def test_a_history_that_turns_non_finite_alike_on_both_sides_passes_and_says_from_which_step():
+    losses = np.float32([1.0, 0.5, np.nan, np.nan])
+    row = only(compare_results({"loss": History(losses)}, {"loss": History(losses.copy())}, np.float32,
+                               {"loss": History(losses.astype(np.float64))}))
+    assert row.passed and "non-finite on both sides from step 2" in row.note

@@ -55,7 +55,7 @@ def test_a_faithful_port_passes_in_both_dtypes():
     verdicts = fg.assert_same_training(jax_train, torch_train)
     assert set(verdicts) == {"float64", "float32"}
     names = {row.name for row in verdicts["float32"]}
-    assert names == {"loss per step", "final state_dict/weight", "final state_dict/bias"}
+    assert names == {"loss per step", "final parameters/weight", "final parameters/bias"}
     assert all(row.rule == "float32 band" for row in verdicts["float32"])
     assert "loss per step" in parity.format_table(verdicts["float64"])
 
@@ -99,6 +99,6 @@ def test_import_funcgrad_loads_neither_torch_nor_sklearn():
 
 def test_the_parity_engine_imports_where_torch_is_missing():
     # sys.modules["torch"] = None makes any "import torch" raise ImportError: a venv without torch.
-    check = ("import sys; sys.modules['torch'] = None; import funcgrad, funcgrad.parity, funcgrad.porting; "
+    check = ("import sys; sys.modules['torch'] = None; import funcgrad, funcgrad.parity, funcgrad.parity.runs, funcgrad.parity.steps; "
              "rows = funcgrad.parity.compare_results({'a': 1.0}, {'a': 1.0}, 'float64'); assert rows[0].passed")
     subprocess.run([sys.executable, "-c", check], check=True)

@@ -13,6 +13,8 @@ import pytest
 import torch
 
 import funcgrad as fg
+from funcgrad.parity.quantities import StepJudge
+from funcgrad.parity.steps import _verdict as verdict_of
 
 RNG = np.random.default_rng(0)
 X, Y = RNG.normal(size=(12, 4)).astype(np.float32), RNG.integers(0, 3, 12)
@@ -91,22 +93,31 @@ def test_an_optimizer_funcgrad_lacks_is_refused_naming_its_state():
         fg.compare_steps(jax_loss, OPTIMIZER, rmsprop, torch_loss, BATCHES, dtypes=["float64"], every=2)
 
 
-def test_param_groups_with_different_settings_are_refused():
-    def two_groups(dtype):
-        model, _ = torch_setup(dtype)
-        return model, torch.optim.SGD([{"params": [model.weight], "lr": 0.1},
-                                       {"params": [model.bias], "lr": 0.2}], momentum=0.9)
+def two_groups(dtype):
+    model, _ = torch_setup(dtype)
+    return model, torch.optim.SGD([{"params": [model.weight], "lr": 0.1},
+                                   {"params": [model.bias], "lr": 0.2}], momentum=0.9)
 
-    with pytest.raises(ValueError, match="lr"):
-        fg.compare_steps(jax_loss, OPTIMIZER, two_groups, torch_loss, BATCHES, dtypes=["float64"], every=2)
+
+def test_torch_param_groups_against_one_setting_fail_at_the_optimizer_naming_the_parameter():
+    with pytest.raises(fg.ParityError, match=r"float64, step 0: the optimizer's new value of bias differs"):
+        fg.assert_same_steps(jax_loss, OPTIMIZER, two_groups, torch_loss, BATCHES, dtypes=["float64"])
+
+
+def test_torch_param_groups_pass_against_fg_param_groups_every_step_in_both_dtypes():
+    optimizer = fg.optim.param_groups(fg.optim.sgd, [{"params": ["weight"], "lr": 0.1},
+                                                     {"params": ["bias"], "lr": 0.2}], momentum=0.9)
+    verdicts = fg.assert_same_steps(jax_loss, optimizer, two_groups, torch_loss, BATCHES)
+    names = {row.name for row in verdicts["float32"].synced}
+    assert {"optimizer/trace of weight (synced)", "optimizer/trace of bias (synced)"} <= names, names
 
 
 def synced_steps_that_agree(dtype):
     """One synced step on which both sides agree exactly, judged as compare_steps judges it."""
-    judge, per_step, _ = fg.stepwise._step_judge(np.dtype(dtype))
+    judge = StepJudge(dtype)
     one, exact = {"forward/loss": np.asarray(1.0, dtype)}, {"forward/loss": np.asarray(1.0)}
-    judge(0, one, one, *((exact, exact) if dtype == np.float32 else (None, None)))
-    return per_step
+    judge.add(0, one, one, *((exact, exact) if dtype == np.float32 else (None, None)))
+    return judge
 
 
 def torch_whole_run(dtype):
@@ -121,17 +132,17 @@ def whole_runs_parting_at_step_4(dtype):
 
 def test_float32_whole_runs_that_part_while_every_step_agrees_pass_and_say_where():
     reference = {"loss per step": fg.parity.History(np.ones(10)), "final parameters": {"w": np.ones(2)}}
-    verdict = fg.stepwise._verdict("float32", synced_steps_that_agree(np.float32), torch_whole_run(np.float32),
-                                   whole_runs_parting_at_step_4(np.float32), reference, {})
+    verdict = verdict_of("float32", synced_steps_that_agree(np.float32), torch_whole_run(np.float32),
+                         whole_runs_parting_at_step_4(np.float32), reference)
     assert verdict.passed and verdict.separation == 4 and verdict.first_failure is None
     assert verdict.summary.startswith("float32: whole runs separate after step 4: rounding amplified by the model")
     (loss_row,) = [row for row in verdict.whole_run if not row.passed]
-    assert loss_row.rule.endswith(fg.stepwise.INFORMATION) and "every synced step agrees" in loss_row.note
+    assert loss_row.rule.endswith(fg.parity.INFORMATION) and "every synced step agrees" in loss_row.note
 
 
 def test_float64_whole_runs_that_part_fail_even_where_every_step_agrees():
-    verdict = fg.stepwise._verdict("float64", synced_steps_that_agree(np.float64), torch_whole_run(np.float64),
-                                   whole_runs_parting_at_step_4(np.float64), None, {})
+    verdict = verdict_of("float64", synced_steps_that_agree(np.float64), torch_whole_run(np.float64),
+                         whole_runs_parting_at_step_4(np.float64), None)
     assert not verdict.passed
     assert "every synced step agrees, but the whole runs differ" in verdict.summary and "step 4" in verdict.summary
 
@@ -142,41 +153,44 @@ def test_float64_final_values_that_part_while_every_loss_agrees_are_information(
     under Adam in float64 too: every step agrees, every step's loss agrees; said, not failed."""
     torch_run = torch_whole_run(np.float64)
     jax_run = torch_run | {"final parameters": {"w": np.array([1.0, 1.0 + 1e-6])}}
-    verdict = fg.stepwise._verdict("float64", synced_steps_that_agree(np.float64), torch_run, jax_run, None,
-                                   {"w": gradient})
+    judge = synced_steps_that_agree(np.float64)
+    judge.largest_gradient = {"w": gradient}
+    verdict = verdict_of("float64", judge, torch_run, jax_run, None)
     assert verdict.passed, verdict.summary
     assert "final w differ while every synced step agrees (1 steps) and so does every step's loss" in verdict.summary
     assert ("the gradient of w is zero but for rounding" in verdict.summary) == hint
     (row,) = [row for row in verdict.whole_run if not row.passed]
-    assert row.rule.endswith(fg.stepwise.INFORMATION)
+    assert row.rule.endswith(fg.parity.INFORMATION)
 
 
-def synced_steps_with_failures(num_steps, failing_steps, name="gradient/0.weight", note=""):
-    """``num_steps`` judged float32 steps; at ``failing_steps`` quantity ``name`` leaves its band."""
-    judge, per_step, _ = fg.stepwise._step_judge(np.dtype(np.float32))
-    one, exact = {"forward/loss": np.asarray(1.0, np.float32)}, {"forward/loss": np.asarray(1.0)}
-    side = one | {name: np.asarray([1.0], np.float32)} if name != "forward/loss" else one
-    reference = {key: np.asarray(value, np.float64) for key, value in side.items()}
+def synced_steps_with_failures(num_steps, failing_steps, name="gradient/0.weight", algorithm_differs=False):
+    """``num_steps`` judged float32 steps; at ``failing_steps`` quantity ``name`` leaves its
+    band (JAX's float32 value off), or JAX's float64 step differs from torch's."""
+    judge = StepJudge(np.float32)
+    torch_side = {"forward/loss": np.asarray(1.0, np.float32), name: np.asarray([1.0], np.float32)}
+    reference = {key: value.astype(np.float64) for key, value in torch_side.items()}
     for t in range(num_steps):
-        judge(t, side, side, reference, reference)
-    for t in failing_steps:
-        per_step[t] = (t, [dataclasses.replace(row, passed=False, band_ratio=364.0, note=note)
-                           if row.name == name else row for row in per_step[t][1]])
-    return per_step
+        jax_side, jax_reference = dict(torch_side), dict(reference)
+        if t in failing_steps and algorithm_differs:
+            jax_reference[name] = reference[name] + 1e-6
+        elif t in failing_steps:
+            jax_side[name] = torch_side[name] + np.float32(0.1)
+        judge.add(t, jax_side, torch_side, reference, jax_reference)
+    return judge
 
 
-@pytest.mark.parametrize("failing, name, note, excused", [
-    ([32], "gradient/0.weight", "", True),                      # one step at a max-pool near-tie
-    ([3, 9, 14, 20], "gradient/0.weight", "", False),           # too many steps for chance
-    ([32], "forward/loss", "", False),                          # a loss is continuous at a tie
-    ([32], "gradient/0.weight", "JAX's and torch's float64 results from the same inputs differ", False),
+@pytest.mark.parametrize("failing, name, algorithm_differs, excused", [
+    ([32], "gradient/0.weight", False, True),                   # one step at a max-pool near-tie
+    ([3, 9, 14, 20], "gradient/0.weight", False, False),        # too many steps for chance
+    ([32], "forward/loss", False, False),                       # a loss is continuous at a tie
+    ([32], "gradient/0.weight", True, False),                   # float64 says the algorithm differs
 ])
-def test_a_lone_float32_gradient_out_of_band_is_a_discontinuity_only_where_float64_agrees(failing, name, note,
-                                                                                         excused):
-    per_step = synced_steps_with_failures(40, failing, name, note)
+def test_a_lone_float32_gradient_out_of_band_is_a_discontinuity_only_where_float64_agrees(
+        failing, name, algorithm_differs, excused):
+    judge = synced_steps_with_failures(40, failing, name, algorithm_differs)
     run = torch_whole_run(np.float32)
     reference = {"loss per step": fg.parity.History(np.ones(10)), "final parameters": {"w": np.ones(2)}}
-    verdict = fg.stepwise._verdict("float32", per_step, run, run, reference, {})
+    verdict = verdict_of("float32", judge, run, run, reference)
     assert verdict.passed == excused, verdict.summary
     if excused:
         assert "at 1 synced step(s) (32) only a gradient left its band" in verdict.summary
@@ -184,3 +198,5 @@ def test_a_lone_float32_gradient_out_of_band_is_a_discontinuity_only_where_float
         assert row.passed and "discontinuity" in row.note
     else:
         assert f"step {failing[0]}" in verdict.first_failure
+    if algorithm_differs:
+        assert "the algorithm differs" in " ".join(row.note for row in verdict.synced)

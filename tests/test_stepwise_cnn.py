@@ -76,7 +76,7 @@ def test_a_cnn_with_batchnorm_and_dropout_trains_alike_every_step():
     # the verdict says why the biases (and the running means that follow them) part.
     float64 = verdicts["float64"]
     assert "the gradient of 0.bias, 4.bias is zero but for rounding" in float64.summary, float64.summary
-    assert {row.name for row in float64.whole_run if row.rule.endswith(fg.stepwise.INFORMATION)} <= {
+    assert {row.name for row in float64.whole_run if row.rule.endswith(fg.parity.INFORMATION)} <= {
         "final parameters/0.bias", "final parameters/4.bias", "final buffers/1.running_mean",
         "final buffers/5.running_mean"}
 

@@ -5,11 +5,10 @@ import jax.numpy as jnp
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.optim as optim
 
 import funcgrad as fg
-from compare.cases.linear_models import grads_at_init, timed_full_batch, torch_linear
-from compare.runtime import Timed
+from compare.cases._linear import grads_at_init, timed_full_batch, torch_full_batch, torch_linear
+from compare.timed import Timed
 from funcgrad.parity import Exact, History, Logits
 from funcgrad.tutorials import binary_logistic as tutorial
 
@@ -46,19 +45,8 @@ def jax_side(xs, ys_true, initial):
 
 
 def torch_train(linear, xs, ys_true) -> torch.Tensor:
-    """The seed's loop: forward, BCE with logits, zero_grad, backward, step; the losses."""
-    bce_with_sigmoid = nn.BCEWithLogitsLoss()
-    optimizer = optim.SGD(linear.parameters(), lr=tutorial.LEARNING_RATE)
-    losses = []
-    for epoch in range(tutorial.NUM_STEPS):
-        zs = linear(xs)
-        loss = bce_with_sigmoid(zs, ys_true)
-
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.detach())
-    return torch.stack(losses)
+    """The seed's loop: forward, BCE with logits, zero_grad, backward, step, every step; the losses."""
+    return torch_full_batch(linear, nn.BCEWithLogitsLoss(), xs, ys_true, tutorial.LEARNING_RATE, tutorial.NUM_STEPS)
 
 
 def torch_side(ctx, xs, ys_true, initial):

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 
 import funcgrad as fg
-from compare.cases import mnist_softmax as single_device
+from compare.cases import _seed_002 as single_device
 from funcgrad.tutorials import mnist_softmax as tutorial
 
 NAME = "data-parallel-mnist"

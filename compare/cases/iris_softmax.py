@@ -4,25 +4,15 @@ import jax
 import jax.numpy as jnp
 import torch
 import torch.nn as nn
-import torch.optim as optim
 
 import funcgrad as fg
-from compare.cases.linear_models import grads_at_init
-from compare.runtime import Timed
+from compare.cases._linear import LogisticRegression, grads_at_init, torch_full_batch
+from compare.timed import TORCH_COMPILE, Timed, torch_compiled
 from funcgrad.parity import Exact, History, Logits
 from funcgrad.tutorials import iris_softmax as tutorial
 
 NAME = "iris-softmax"
 SOURCE = "000 afternoon"
-
-
-class LogisticRegression(nn.Module):
-    def __init__(self, input_dim, output_dim):
-        super(LogisticRegression, self).__init__()
-        self.linear = nn.Linear(input_dim, output_dim)
-
-    def forward(self, x):
-        return self.linear(x)
 
 
 def setup(ctx):
@@ -37,10 +27,7 @@ def run(ctx):
 
 def timed(ctx) -> Timed:
     """Each side's training loop alone, on inputs already converted; the torch loop also
-    with its model compiled (``compare.bench.torch_compiled``, imported here: the bench
-    imports the cases)."""
-    from compare.bench import TORCH_COMPILE, torch_compiled
-
+    with its model compiled."""
     iris, initial = setup(ctx)
     params, x, y = fg.from_state_dict(initial), jnp.asarray(iris["x_train"]), jnp.asarray(iris["y_train"], jnp.int32)
     model, x_t, y_t = torch_model(ctx, initial), ctx.to_torch(iris["x_train"]), ctx.to_torch(iris["y_train"])
@@ -76,18 +63,9 @@ def torch_model(ctx, initial) -> LogisticRegression:
 
 
 def torch_train(model, X_train_2d, y_train) -> torch.Tensor:
-    """The seed's loop: forward, loss, zero_grad, backward, step, every epoch; the losses."""
-    criterion = nn.CrossEntropyLoss()
-    optimizer = optim.SGD(model.parameters(), lr=tutorial.LEARNING_RATE)
-    losses = []
-    for epoch in range(tutorial.NUM_EPOCHS):
-        outputs = model(X_train_2d)
-        loss = criterion(outputs, y_train)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.detach())
-    return torch.stack(losses)
+    """The seed's loop: forward, cross-entropy, zero_grad, backward, step, every epoch; the losses."""
+    return torch_full_batch(model, nn.CrossEntropyLoss(), X_train_2d, y_train, tutorial.LEARNING_RATE,
+                            tutorial.NUM_EPOCHS)
 
 
 def torch_side(ctx, iris, initial):

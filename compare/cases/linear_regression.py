@@ -3,11 +3,10 @@
 import jax
 import torch
 import torch.nn as nn
-import torch.optim as optim
 
 import funcgrad as fg
-from compare.cases.linear_models import grads_at_init, timed_full_batch, torch_linear
-from compare.runtime import Timed
+from compare.cases._linear import grads_at_init, timed_full_batch, torch_full_batch, torch_linear
+from compare.timed import Timed
 from funcgrad.parity import History
 from funcgrad.tutorials import linear_regression as tutorial
 
@@ -40,18 +39,7 @@ def jax_side(xs, ys_true, initial):
 
 def torch_train(linear, xs, ys_true) -> torch.Tensor:
     """The seed's loop: forward, MSE, zero_grad, backward, step, every step; the losses."""
-    mse = nn.MSELoss()
-    optimizer = optim.SGD(linear.parameters(), lr=tutorial.LEARNING_RATE)
-    losses = []
-    for epoch in range(tutorial.NUM_STEPS):
-        ys_pred = linear(xs)
-        loss = mse(ys_pred, ys_true)
-
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.detach())
-    return torch.stack(losses)
+    return torch_full_batch(linear, nn.MSELoss(), xs, ys_true, tutorial.LEARNING_RATE, tutorial.NUM_STEPS)
 
 
 def torch_side(ctx, xs, ys_true, initial):

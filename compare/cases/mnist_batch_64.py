@@ -10,8 +10,8 @@ one compiled loop (``funcgrad.fit_epochs``). Without MNIST the 1 500 stand-in di
 
 
 import funcgrad as fg
-from compare.cases.linear_models import torch_linear
-from compare.cases import mnist_training
+from compare.cases._linear import torch_linear
+from compare.cases import _mnist
 
 NAME = "mnist-batch-64"
 SOURCE = "beyond the seeds (002's model as nn.Linear)"
@@ -31,4 +31,4 @@ def setup(ctx):
     return data_name, data, initial, batches
 
 
-run, timed = mnist_training.case_functions(setup, fg.linear_apply, torch_linear, LEARNING_RATE)
+run, timed = _mnist.case_functions(setup, fg.linear_apply, torch_linear, LEARNING_RATE)

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import funcgrad as fg
-from compare.cases import mnist_training
-from compare.runtime import Timed
+from compare.cases import _mnist
+from compare.timed import TORCH_COMPILE, Timed, torch_compiled
 
 NAME = "mnist-cnn"
 SOURCE = "beyond the seeds: a CNN with BatchNorm and dropout, every step synced"
@@ -149,14 +149,14 @@ def evaluate(ctx, weights: dict, side: str) -> dict:
         logits = jnp.concatenate([forward(images[i:i + TEST_BATCH_SIZE])
                                   for i in range(0, len(labels), TEST_BATCH_SIZE)])
         correct = int(jnp.sum(fg.predict_classes(logits) == jnp.asarray(labels)))
-        return mnist_training.test_results(logits, correct / len(labels))
+        return _mnist.test_results(logits, correct / len(labels))
     net = torch_model(images.shape[1:]).to(device=ctx.torch_device, dtype=ctx.torch_dtype).eval()
     net.load_state_dict({name: ctx.to_torch(value) for name, value in ctx.cast(weights).items()})
     with torch.no_grad():
         inputs = ctx.to_torch(images).to(ctx.torch_dtype).div(255).unsqueeze(1)
         logits = torch.cat([net(inputs[i:i + TEST_BATCH_SIZE]) for i in range(0, len(labels), TEST_BATCH_SIZE)])
     correct = (logits.argmax(dim=1).cpu().numpy() == labels).sum().item()
-    return mnist_training.test_results(logits, correct / len(labels))
+    return _mnist.test_results(logits, correct / len(labels))
 
 
 # ---- python -m compare.bench: each side's training loop alone ----
@@ -168,8 +168,6 @@ def timed(ctx) -> Timed:
     """funcgrad's training steps (one compiled step, driven from Python as torch's loop is),
     torch eager's and torch.compile's, over the epoch's first ``BENCH_STEPS`` batches, each
     side with its own dropout (no replay: the mask is drawn where each framework draws it)."""
-    from compare.bench import TORCH_COMPILE, torch_compiled
-
     data_name, data = ctx.mnist()
     images, labels = data["train_images"], data["train_labels"].astype(np.int64)
     image_size = images.shape[1:]

@@ -11,7 +11,7 @@ batches of 20 for 10 epochs.
 import torch
 
 import funcgrad as fg
-from compare.cases import mnist_training
+from compare.cases import _mnist
 
 NAME = "mnist-mlp"
 SOURCE = "beyond the seeds (002's data, a hidden layer)"
@@ -45,6 +45,6 @@ def torch_model(ctx, initial) -> torch.nn.Sequential:
     return model
 
 
-run, timed = mnist_training.case_functions(setup, fg.mlp_apply, torch_model, LEARNING_RATE)
+run, timed = _mnist.case_functions(setup, fg.mlp_apply, torch_model, LEARNING_RATE)
 # What a port's own test pays to prove this model: the whole-run and synced checks (compare.bench).
-timed_checks = mnist_training.check_functions(setup, fg.mlp_apply, torch_model, LEARNING_RATE)
+timed_checks = _mnist.check_functions(setup, fg.mlp_apply, torch_model, LEARNING_RATE)

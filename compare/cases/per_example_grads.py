@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch.func import grad, vmap
 
 import funcgrad as fg
-from compare.runtime import Timed
-from compare.cases.mnist_softmax import to_tensor
+from compare.timed import Timed
+from compare.cases._mnist import to_tensor
 from funcgrad.tutorials import mnist_softmax as tutorial
 
 NAME = "per-example-grads"

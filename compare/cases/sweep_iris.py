@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 import funcgrad as fg
-from compare.runtime import Timed
-from compare.cases.iris_softmax import LogisticRegression
+from compare.timed import Timed
+from compare.cases._linear import LogisticRegression
 from funcgrad.parity import Exact, History, Logits
 from funcgrad.tutorials import iris_softmax as tutorial
 

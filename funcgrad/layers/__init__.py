@@ -6,11 +6,15 @@
     params, buffers = model.init(jax.random.key(0))
     logits, buffers = model.apply(params, buffers, images, train=False)
 
-One module per idea: ``conv`` (Conv2d), ``pool`` (pools, flatten), ``norm`` (BatchNorm,
-LayerNorm), ``embedding``, ``activations``, ``dropout`` (masks both frameworks share) and
-``sequential`` (the composition).
+One module per idea: ``base`` (the ``Layer`` pair, its printed form, torch's default init,
+the strict check of a layer's params), ``linear`` (Linear, MLP), ``conv`` (Conv2d), ``pool``
+(pools, flatten), ``norm`` (BatchNorm, LayerNorm), ``embedding``, ``activations``,
+``dropout`` (masks both frameworks share) and ``sequential`` (the layers and their
+composition).
 """
 
+from funcgrad.layers.base import Layer
+from funcgrad.layers.linear import linear_apply, linear_init, mlp_apply, mlp_init
 from funcgrad.layers.activations import elu, gelu, hardtanh, leaky_relu, mish, relu, relu6, sigmoid, silu, softplus, tanh
 from funcgrad.layers.conv import conv2d_apply, conv2d_init
 from funcgrad.layers.dropout import dropout, dropout_mask, layer_key, replay_dropout
@@ -18,13 +22,13 @@ from funcgrad.layers.embedding import embedding_apply, embedding_init
 from funcgrad.layers.norm import batch_norm_apply, batch_norm_init, layer_norm_apply, layer_norm_init
 from funcgrad.layers.pool import adaptive_avg_pool2d, avg_pool2d, flatten, max_pool2d
 from funcgrad.layers.sequential import (
-    ELU, GELU, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Embedding, Flatten, Layer, LayerNorm,
+    ELU, GELU, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Embedding, Flatten, LayerNorm,
     LeakyReLU, Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Tanh,
 )
 
 __all__ = [
     # functions
-    "conv2d_init", "conv2d_apply", "max_pool2d", "avg_pool2d", "flatten", "batch_norm_init", "batch_norm_apply",
+    "linear_init", "linear_apply", "mlp_init", "mlp_apply", "conv2d_init", "conv2d_apply", "max_pool2d", "avg_pool2d", "flatten", "batch_norm_init", "batch_norm_apply",
     "layer_norm_init", "layer_norm_apply", "embedding_init", "embedding_apply", "dropout", "dropout_mask",
     "layer_key", "replay_dropout", "adaptive_avg_pool2d", "gelu", "relu", "leaky_relu", "elu", "silu", "sigmoid",
     "tanh", "softplus", "hardtanh", "relu6", "mish",

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 
 from funcgrad import _checks
+from funcgrad.layers.base import uniform_fan_in
 from funcgrad.types import Params
 
 
@@ -29,20 +28,20 @@ def conv2d_init(
     """
     what = "conv2d_init"
     _checks.check_dtype_argument(what, dtype)
-    kh, kw = _pair(what, "kernel_size", kernel_size)
-    for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-        _check_positive_int(what, name, value)
+    kh, kw = _checks.int_pair(what, "kernel_size", kernel_size)
+    for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups),
+                        ("kernel_size", (kh, kw))):
+        _checks.check_positive_int(what, name, value)
     if in_channels % groups or out_channels % groups:
         raise ValueError(
             f"{what}: in_channels ({in_channels}) and out_channels ({out_channels}) must both be "
             f"divisible by groups ({groups})"
         )
-    bound = 1.0 / math.sqrt(in_channels // groups * kh * kw)
+    fan_in = in_channels // groups * kh * kw
     weight_key, bias_key = jax.random.split(key)
-    params = {"weight": jax.random.uniform(
-        weight_key, (out_channels, in_channels // groups, kh, kw), dtype, -bound, bound)}
+    params = {"weight": uniform_fan_in(weight_key, (out_channels, in_channels // groups, kh, kw), fan_in, dtype)}
     if bias:
-        params["bias"] = jax.random.uniform(bias_key, (out_channels,), dtype, -bound, bound)
+        params["bias"] = uniform_fan_in(bias_key, (out_channels,), fan_in, dtype)
     return params
 
 
@@ -71,11 +70,17 @@ def conv2d_apply(
                         f"torch refuses mixed dtypes too: cast x with x.astype(weight.dtype)")
     if x.ndim not in (3, 4):
         raise ValueError(f"{what}: x must be (N, C, H, W) or unbatched (C, H, W), got shape {x.shape}")
-    stride = _pair(what, "stride", stride)
-    dilation = _pair(what, "dilation", dilation)
+    stride = _checks.int_pair(what, "stride", stride)
+    dilation = _checks.int_pair(what, "dilation", dilation)
     for name, value in (("stride", stride), ("dilation", dilation), ("groups", groups)):
-        _check_positive_int(what, name, value)
+        _checks.check_positive_int(what, name, value)
     _check_weight_and_input(what, weight, x, groups)
+    if set(params) - {"weight", "bias"}:
+        raise ValueError(f"{what}: params must hold 'weight' and optionally 'bias' (nn.Conv2d's state_dict), "
+                         f"got {sorted(params)}")
+    if "bias" in params and jnp.shape(params["bias"]) != weight.shape[:1]:
+        raise ValueError(f"{what}: bias has shape {jnp.shape(params['bias'])} but weight {weight.shape} has "
+                         f"{weight.shape[0]} output channels: bias must be ({weight.shape[0]},)")
     kernel = weight.shape[2:]
     padding_pairs = _padding_pairs(what, padding, kernel, stride, dilation)
     padded = tuple(size + lo + hi for size, (lo, hi) in zip(x.shape[-2:], padding_pairs))
@@ -136,21 +141,8 @@ def _padding_pairs(what, padding, kernel, stride, dilation) -> tuple[tuple[int, 
                              f"(stride {stride}), as in torch; give the padding as numbers")
         totals = [d * (k - 1) for d, k in zip(dilation, kernel)]
         return tuple((total // 2, total - total // 2) for total in totals)
-    pads = _pair(what, "padding", padding)
+    pads = _checks.int_pair(what, "padding", padding)
     if min(pads) < 0:
         raise ValueError(f"{what}: negative padding {padding} is not supported")
     return tuple((p, p) for p in pads)
 
-
-def _pair(what: str, name: str, value) -> tuple[int, int]:
-    """An int or a pair of ints, as torch's ``_pair`` reads ``kernel_size``, ``stride``..."""
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
-        raise TypeError(f"{what}: {name} must be an int or a pair of ints, got {value!r}")
-    return pair
-
-
-def _check_positive_int(what: str, name: str, value) -> None:
-    values = value if isinstance(value, tuple) else (value,)
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
-        raise ValueError(f"{what}: {name} must be a positive int, got {value!r}")

@@ -23,11 +23,13 @@ _BATCH_NORM_LAYOUTS = {2: "(N, C)", 3: "(N, C, L)", 4: "(N, C, H, W)"}
 
 
 def batch_norm_init(
-    num_features: int, *, affine: bool = True, track_running_stats: bool = True, dtype=jnp.float32
+    num_features: int, *, affine: bool = True, bias: bool = True, track_running_stats: bool = True,
+    dtype=jnp.float32,
 ) -> tuple[Params, dict[str, jax.Array]]:
     """``nn.BatchNorm1d/2d(num_features)``'s initial parameters and running statistics.
 
-    ``params`` is ``{"weight": ones, "bias": zeros}`` (empty when ``affine=False``);
+    ``params`` is ``{"weight": ones, "bias": zeros}`` (no ``bias`` with ``bias=False``, as
+    torch 2.13's BatchNorm takes it; empty when ``affine=False``);
     ``state`` is ``{"running_mean": zeros, "running_var": ones, "num_batches_tracked": 0}``
     (empty when ``track_running_stats=False``): together, the module's ``state_dict``.
     ``num_batches_tracked`` is JAX's default integer, int32 unless x64 is on (torch's is
@@ -38,7 +40,10 @@ def batch_norm_init(
     (['bias', 'weight'], ['num_batches_tracked', 'running_mean', 'running_var'])
     """
     _checks.check_dtype_argument("batch_norm_init", dtype)
-    params = {"weight": jnp.ones(num_features, dtype), "bias": jnp.zeros(num_features, dtype)} if affine else {}
+    _checks.check_positive_int("batch_norm_init", "num_features", num_features)
+    params = {"weight": jnp.ones(num_features, dtype)} if affine else {}
+    if affine and bias:
+        params["bias"] = jnp.zeros(num_features, dtype)
     state = {
         "running_mean": jnp.zeros(num_features, dtype),
         "running_var": jnp.ones(num_features, dtype),
@@ -174,10 +179,26 @@ def _check_batch_norm_input(shape, params, state, spatial_dims) -> None:
         expected = " or ".join(f"{rank}-D {_BATCH_NORM_LAYOUTS[rank]}" for rank in ranks)
         raise ValueError(f"{what}: {layer} expects a {expected} input, got a {len(shape)}-D input of "
                          f"shape {shape}")
+    for tree, kind, names in ((params, "params", ("weight", "bias")),
+                              (state, "state", ("running_mean", "running_var", "num_batches_tracked"))):
+        unexpected = sorted(set(tree) - set(names))
+        if unexpected:
+            raise ValueError(f"{what}: {kind} hold {unexpected}, which BatchNorm has not (its {kind}: {list(names)})")
+    if state and set(state) != {"running_mean", "running_var", "num_batches_tracked"}:
+        raise ValueError(f"{what}: state must hold running_mean, running_var and num_batches_tracked "
+                         f"(or be empty, track_running_stats=False), got {sorted(state)}")
     stats = params.get("weight", state.get("running_mean"))
     if stats is None:
         return  # affine=False without running stats: nothing says how many channels
+    if jnp.ndim(stats) != 1:
+        raise ValueError(f"{what}: BatchNorm's weight and running statistics are (num_features,), got shape "
+                         f"{jnp.shape(stats)}")
     num_features = jnp.shape(stats)[0]
+    for name, value in list(params.items()) + list(state.items()):
+        expected = () if name == "num_batches_tracked" else (num_features,)
+        if jnp.shape(value) != expected:
+            raise ValueError(f"{what}: {name} has shape {jnp.shape(value)}, but the layer has "
+                             f"num_features={num_features}: it must be {expected}")
     if shape[1] != num_features:
         hint = ""
         if len(shape) == 4 and shape[-1] == num_features:

@@ -10,7 +10,6 @@ import numpy as np
 from jax import lax
 
 from funcgrad import _checks
-from funcgrad.layers.conv import _check_positive_int, _pair
 
 
 def max_pool2d(
@@ -97,8 +96,8 @@ def adaptive_avg_pool2d(x: jax.Array, output_size: int | tuple[int | None, int |
     sizes = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size, output_size)
     if len(sizes) != 2:
         raise TypeError(f"{what}: output_size must be an int or a pair of ints or None, got {output_size!r}")
-    out = _pair(what, "output_size", tuple(size if o is None else o for size, o in zip(x.shape[-2:], sizes)))
-    _check_positive_int(what, "output_size", out)
+    out = _checks.int_pair(what, "output_size", tuple(size if o is None else o for size, o in zip(x.shape[-2:], sizes)))
+    _checks.check_positive_int(what, "output_size", out)
     spans = [[(i * size // o, -(-(i + 1) * size // o)) for i in range(o)] for size, o in zip(x.shape[-2:], out)]
     rows = jnp.stack([x[..., a:b, :].sum(axis=-2) for a, b in spans[0]], axis=-2)
     sums = jnp.stack([rows[..., a:b].sum(axis=-1) for a, b in spans[1]], axis=-1)
@@ -142,11 +141,11 @@ def _check_input(what: str, x) -> jax.Array:
 
 def _geometry(what, shape, kernel_size, stride, padding, dilation, ceil_mode):
     """The checked (kernel, stride, padding, dilation) pairs and the output's (H, W), torch's way."""
-    kernel = _pair(what, "kernel_size", kernel_size)
-    stride = kernel if stride is None else _pair(what, "stride", stride)
-    padding, dilation = _pair(what, "padding", padding), _pair(what, "dilation", dilation)
+    kernel = _checks.int_pair(what, "kernel_size", kernel_size)
+    stride = kernel if stride is None else _checks.int_pair(what, "stride", stride)
+    padding, dilation = _checks.int_pair(what, "padding", padding), _checks.int_pair(what, "dilation", dilation)
     for name, value in (("kernel_size", kernel), ("stride", stride), ("dilation", dilation)):
-        _check_positive_int(what, name, value)
+        _checks.check_positive_int(what, name, value)
     if min(padding) < 0 or any(p > k // 2 for p, k in zip(padding, kernel)):
         raise ValueError(f"{what}: padding {padding} must be between 0 and half the kernel "
                          f"size {kernel}, as torch requires")

@@ -21,99 +21,89 @@ Each constructor takes torch's arguments and defaults; the plain functions they 
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
-
 import jax
 import jax.numpy as jnp
 
+from funcgrad import _checks
 from funcgrad.layers import activations, conv, embedding, norm, pool
+from funcgrad.layers.base import Layer, layer, stateless, torch_repr
 from funcgrad.layers.dropout import dropout, layer_key
-from funcgrad.nn import linear_apply, linear_init
-
-
-class Layer(NamedTuple):
-    """A layer or a model: ``init(key, dtype=jnp.float32) -> (params, buffers)`` and
-    ``apply(params, buffers, x, *, train, key=None, name="") -> (y, new_buffers)``
-    (``name``: the layer's path in its model, which keys its dropout mask)."""
-
-    init: Callable
-    apply: Callable
+from funcgrad.layers.linear import linear_apply, linear_init
 
 
 def Sequential(*layers: Layer) -> Layer:
     """``nn.Sequential(*layers)``: each layer's params and buffers under its index, ``"0"``,
-    ``"1"``..., the layers applied in order.
+    ``"1"``..., the layers applied in order, each under ``jax.named_scope`` of its index. A
+    params tree that is not what ``init`` builds (a key missing or extra, a shape that
+    differs) is refused before anything runs, naming every key as torch's
+    ``load_state_dict(strict=True)`` would.
 
     >>> model = Sequential(Linear(4, 8), ReLU(), Linear(8, 2))
     >>> params, buffers = model.init(jax.random.key(0))
     >>> sorted(fg.to_state_dict(params))
     ['0.bias', '0.weight', '2.bias', '2.weight']
     """
-    if not layers or not all(isinstance(layer, Layer) for layer in layers):
+    if not layers or not all(isinstance(child, Layer) for child in layers):
         raise TypeError(f"Sequential: give one or more layers (fg.layers.Linear(...), ...), got {layers!r}")
 
     def init(key, dtype=jnp.float32):
         params, buffers = {}, {}
-        for index, (layer, layer_key_) in enumerate(zip(layers, jax.random.split(key, len(layers)))):
-            layer_params, layer_buffers = layer.init(layer_key_, dtype)
-            if layer_params:
-                params[str(index)] = layer_params
-            if layer_buffers:
-                buffers[str(index)] = layer_buffers
+        for index, (child, child_key) in enumerate(zip(layers, jax.random.split(key, len(layers)))):
+            child_params, child_buffers = child.init(child_key, dtype)
+            if child_params:
+                params[str(index)] = child_params
+            if child_buffers:
+                buffers[str(index)] = child_buffers
         return params, buffers
 
     def apply(params, buffers, x, *, train: bool, key=None, name: str = ""):
-        _check_names("Sequential", params, buffers, len(layers))
         new_buffers = {}
-        for index, layer in enumerate(layers):
-            child = str(index)
-            x, layer_buffers = layer.apply(params.get(child, {}), buffers.get(child, {}), x, train=train,
-                                           key=key, name=f"{name}.{child}" if name else child)
-            if layer_buffers:
-                new_buffers[child] = layer_buffers
+        for index, child in enumerate(layers):
+            index = str(index)
+            x, child_buffers = child.apply(params.get(index, {}), buffers.get(index, {}), x, train=train,
+                                           key=key, name=f"{name}.{index}" if name else index)
+            if child_buffers:
+                new_buffers[index] = child_buffers
         return x, new_buffers
 
-    return Layer(init, apply)
-
-
-def _check_names(what: str, params, buffers, num_layers: int) -> None:
-    for tree, kind in ((params, "params"), (buffers, "buffers")):
-        unknown = [name for name in tree if not (name.isdigit() and int(name) < num_layers)]
-        if unknown:
-            raise ValueError(f"{what}: {kind} hold {unknown}, which are not layers of this "
-                             f"{num_layers}-layer model (its names are '0'...'{num_layers - 1}')")
-
-
-def _stateless(function: Callable, init=None) -> Layer:
-    """A layer whose apply is ``function(params, x)`` (or ``function(x)`` without ``init``)."""
-    def apply(params, buffers, x, *, train, key=None, name=""):
-        return (function(params, x) if init else function(x)), {}
-
-    return Layer(init or (lambda key, dtype=jnp.float32: ({}, {})), apply)
+    lines = [f"({index}): " + repr(child).replace("\n", "\n  ") for index, child in enumerate(layers)]
+    return layer(init, apply, "Sequential(\n" + "".join(f"  {line}\n" for line in lines) + ")")
 
 
 # ---- layers with parameters ----
 
 def Linear(in_features: int, out_features: int, bias: bool = True) -> Layer:
     """``nn.Linear``: ``weight (out, in)``, ``bias (out,)``, U(±1/√in) as torch draws them."""
-    return _stateless(linear_apply, lambda key, dtype=jnp.float32: (
-        linear_init(key, in_features, out_features, dtype, bias=bias), {}))
+    return stateless(linear_apply, torch_repr("Linear", in_features=in_features, out_features=out_features,
+                                              bias=bias),
+                     lambda key, dtype=jnp.float32: (linear_init(key, in_features, out_features, dtype, bias=bias), {}))
 
 
 def Conv2d(in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1, groups: int = 1,
            bias: bool = True) -> Layer:
     """``nn.Conv2d``: NCHW input, ``weight (out, in/groups, kh, kw)``, torch's padding and init."""
-    return _stateless(
+    what = "Conv2d"
+    pairs = {name: _checks.int_pair(what, name, value) for name, value in
+             (("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation))}
+    shown = {"padding": padding if isinstance(padding, str) else _checks.int_pair(what, "padding", padding)}
+    options = {"kernel_size": pairs["kernel_size"], "stride": pairs["stride"]} | (
+        shown if shown["padding"] != (0, 0) else {}) | (
+        {"dilation": pairs["dilation"]} if pairs["dilation"] != (1, 1) else {}) | (
+        {"groups": groups} if groups != 1 else {}) | ({} if bias else {"bias": False})
+    return stateless(
         lambda params, x: conv.conv2d_apply(params, x, stride=stride, padding=padding, dilation=dilation,
                                             groups=groups),
+        torch_repr(what, in_channels, out_channels, **options),
         lambda key, dtype=jnp.float32: (conv.conv2d_init(key, in_channels, out_channels, kernel_size,
                                                          groups=groups, bias=bias, dtype=dtype), {}))
 
 
 def Embedding(num_embeddings: int, embedding_dim: int, padding_idx: int | None = None) -> Layer:
     """``nn.Embedding``: ``weight (num, dim)`` from N(0, 1), the ``padding_idx`` row zero and frozen."""
-    return _stateless(
+    options = {} if padding_idx is None else {"padding_idx": padding_idx}
+    return stateless(
         lambda params, indices: embedding.embedding_apply(params, indices, padding_idx=padding_idx),
+        torch_repr("Embedding", num_embeddings, embedding_dim, **options),
         lambda key, dtype=jnp.float32: (embedding.embedding_init(key, num_embeddings, embedding_dim,
                                                                  padding_idx=padding_idx, dtype=dtype), {}))
 
@@ -121,40 +111,39 @@ def Embedding(num_embeddings: int, embedding_dim: int, padding_idx: int | None =
 def LayerNorm(normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True) -> Layer:
     """``nn.LayerNorm``: torch's eps 1e-5 (Flax's is 1e-6)."""
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    return _stateless(
+    return stateless(
         lambda params, x: norm.layer_norm_apply(params, x, shape, eps=eps),
+        torch_repr("LayerNorm", shape, eps=eps, elementwise_affine=elementwise_affine, bias=bias),
         lambda key, dtype=jnp.float32: (norm.layer_norm_init(shape, elementwise_affine=elementwise_affine,
                                                              bias=bias, dtype=dtype), {}))
 
 
-def _batch_norm(num_features: int, eps: float, momentum: float | None, affine: bool,
+def _batch_norm(kind: str, num_features: int, eps: float, momentum: float | None, affine: bool, bias: bool,
                 track_running_stats: bool, spatial_dims: int) -> Layer:
     def init(key, dtype=jnp.float32):
-        return norm.batch_norm_init(num_features, affine=affine, track_running_stats=track_running_stats,
+        return norm.batch_norm_init(num_features, affine=affine, bias=bias, track_running_stats=track_running_stats,
                                     dtype=dtype)
 
     def apply(params, buffers, x, *, train, key=None, name=""):
-        if track_running_stats and not buffers:
-            raise ValueError(f"BatchNorm at '{name}': its buffers (running_mean, running_var, "
-                             "num_batches_tracked) are missing; pass the buffers model.init returned")
         # Without running statistics torch normalizes with the batch's in eval mode too.
         return norm.batch_norm_apply(params, buffers, x, train=train or not track_running_stats,
                                      momentum=momentum, eps=eps, spatial_dims=spatial_dims)
 
-    return Layer(init, apply)
+    return layer(init, apply, torch_repr(kind, num_features, eps=eps, momentum=momentum, affine=affine,
+                                         bias=affine and bias, track_running_stats=track_running_stats))
 
 
 def BatchNorm1d(num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                track_running_stats: bool = True) -> Layer:
+                bias: bool = True, track_running_stats: bool = True) -> Layer:
     """``nn.BatchNorm1d`` on ``(N, C)`` or ``(N, C, L)``: torch's momentum 0.1 weighs the new
     statistic (Flax's 0.99 the old one); the running variance is the unbiased one."""
-    return _batch_norm(num_features, eps, momentum, affine, track_running_stats, spatial_dims=1)
+    return _batch_norm("BatchNorm1d", num_features, eps, momentum, affine, bias, track_running_stats, spatial_dims=1)
 
 
 def BatchNorm2d(num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                track_running_stats: bool = True) -> Layer:
+                bias: bool = True, track_running_stats: bool = True) -> Layer:
     """``nn.BatchNorm2d`` on ``(N, C, H, W)``; as :func:`BatchNorm1d`."""
-    return _batch_norm(num_features, eps, momentum, affine, track_running_stats, spatial_dims=2)
+    return _batch_norm("BatchNorm2d", num_features, eps, momentum, affine, bias, track_running_stats, spatial_dims=2)
 
 
 # ---- layers without parameters ----
@@ -168,56 +157,64 @@ def Dropout(p: float = 0.5) -> Layer:
         return dropout(x, p, key=None if key is None else layer_key(key, name), train=train), {}
 
     dropout(jnp.zeros(()), p, train=False)  # refuses a p outside [0, 1] now, not at the first step
-    return Layer(lambda key, dtype=jnp.float32: ({}, {}), apply)
+    return layer(lambda key, dtype=jnp.float32: ({}, {}), apply, torch_repr("Dropout", p=p, inplace=False))
 
 
 def MaxPool2d(kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> Layer:
     """``nn.MaxPool2d``: the stride defaults to the kernel size (Flax's to 1)."""
-    return _stateless(lambda x: pool.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode))
+    return stateless(lambda x: pool.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode),
+                     torch_repr("MaxPool2d", kernel_size=kernel_size, stride=kernel_size if stride is None else stride,
+                                padding=padding, dilation=dilation, ceil_mode=ceil_mode))
 
 
 def AvgPool2d(kernel_size, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True,
               divisor_override: int | None = None) -> Layer:
     """``nn.AvgPool2d``: the stride defaults to the kernel size, padding counts in the divisor."""
-    return _stateless(lambda x: pool.avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                                                divisor_override))
+    return stateless(lambda x: pool.avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                               divisor_override),
+                     torch_repr("AvgPool2d", kernel_size=kernel_size,
+                                stride=kernel_size if stride is None else stride, padding=padding))
 
 
 def Flatten(start_dim: int = 1, end_dim: int = -1) -> Layer:
     """``nn.Flatten``: on NCHW it gives torch's (C, H, W) feature order."""
-    return _stateless(lambda x: pool.flatten(x, start_dim, end_dim))
+    return stateless(lambda x: pool.flatten(x, start_dim, end_dim),
+                     torch_repr("Flatten", start_dim=start_dim, end_dim=end_dim))
 
 
 def ReLU() -> Layer:
     """``nn.ReLU``."""
-    return _stateless(activations.relu)
+    return stateless(activations.relu, "ReLU()")
 
 
 def GELU(approximate: str = "none") -> Layer:
     """``nn.GELU``: exact (erf) by default, as torch's; ``jax.nn.gelu`` defaults to tanh."""
-    return _stateless(lambda x: activations.gelu(x, approximate=approximate))
+    activations.gelu(jnp.zeros(()), approximate=approximate)  # refuses an unknown form now
+    return stateless(lambda x: activations.gelu(x, approximate=approximate),
+                     torch_repr("GELU", approximate=repr(approximate)))
 
 
 def LeakyReLU(negative_slope: float = 0.01) -> Layer:
     """``nn.LeakyReLU``."""
-    return _stateless(lambda x: activations.leaky_relu(x, negative_slope))
+    return stateless(lambda x: activations.leaky_relu(x, negative_slope),
+                     torch_repr("LeakyReLU", negative_slope=negative_slope))
 
 
 def ELU(alpha: float = 1.0) -> Layer:
     """``nn.ELU``."""
-    return _stateless(lambda x: activations.elu(x, alpha))
+    return stateless(lambda x: activations.elu(x, alpha), torch_repr("ELU", alpha=alpha))
 
 
 def SiLU() -> Layer:
     """``nn.SiLU``."""
-    return _stateless(activations.silu)
+    return stateless(activations.silu, "SiLU()")
 
 
 def Sigmoid() -> Layer:
     """``nn.Sigmoid``."""
-    return _stateless(activations.sigmoid)
+    return stateless(activations.sigmoid, "Sigmoid()")
 
 
 def Tanh() -> Layer:
     """``nn.Tanh``."""
-    return _stateless(activations.tanh)
+    return stateless(activations.tanh, "Tanh()")

@@ -1,5 +1,6 @@
-"""What the MNIST training cases (mnist-batch-64, mnist-mlp) share: SGD over a
-``DataLoader``'s epochs on both sides, the same pixels, the same test pass.
+"""What the MNIST training cases (mnist-batch-64, mnist-mlp, mnist-cnn, per-example-grads)
+share: ``ToTensor``'s pixels, SGD over a ``DataLoader``'s epochs on both sides, the same
+test pass.
 
     results = jax_train(fg.mlp_apply, params, data, batches, LEARNING_RATE)
     losses, first_grads = torch_train(model, optimizer, torch_dataset(ctx, data, "train"), batches)
@@ -15,12 +16,16 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import funcgrad as fg
-from compare.cases.mnist_softmax import to_tensor
-from compare.runtime import Timed
+from compare.timed import TORCH_COMPILE, Timed, torch_compiled
 from funcgrad.parity import Exact, History, Logits
 from funcgrad.tutorials import mnist_softmax as tutorial
 
 TEST_BATCH_SIZE = 1000
+
+
+def to_tensor(ctx, images):
+    """``transforms.ToTensor()``: uint8 pixels to floats in [0, 1], divided by 255."""
+    return ctx.to_torch(images).to(ctx.torch_dtype).div(255)
 
 
 def jax_train(apply, params, data, batches: fg.EpochBatches, learning_rate: float) -> dict:
@@ -76,10 +81,7 @@ def case_functions(setup, apply, torch_model, learning_rate: float):
 
 def timed_case(ctx, setup, apply, torch_model, learning_rate: float) -> Timed:
     """An MNIST case's ``timed``: both training loops alone, on data already converted; the
-    torch loop also with its model compiled (``compare.bench.torch_compiled``, imported here:
-    the bench imports the cases), a model and optimizer of its own."""
-    from compare.bench import TORCH_COMPILE, torch_compiled
-
+    torch loop also with its model compiled, a model and optimizer of its own."""
     data_name, data, initial, batches = setup
     params = fg.from_state_dict(initial)
     loss_fn, train = jax_setup(apply, data)

@@ -1,6 +1,7 @@
-"""README.md's python blocks, held to the code they describe, so that a claim that drifts fails.
+"""The python blocks of README.md, CONTRIBUTING.md and docs/*.md, held to the code they
+describe, so that a claim that drifts fails.
 
-The convention, for every fenced ```python block of README.md:
+The convention, for every fenced ```python block of those pages:
 
 - it compiles. Illustrative blocks may use ``...``, names they do not define
   (``jax_results``), torch loops, or the "torch idiom  # → funcgrad idiom" table, but
@@ -13,7 +14,7 @@ The convention, for every fenced ```python block of README.md:
   ``import jax, optax, funcgrad as fg`` (the line the API section opens with, which the
   other blocks take as read) and must exit 0. ``<!-- readme-test: run on N devices -->``
   runs it on N CPU devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``, which
-  must be set before jax starts). Tracebacks give README's own line numbers.
+  must be set before jax starts). Tracebacks give the page's own line numbers.
 
 A ``readme-test`` marker of any other form, or not right above a python fence, fails.
 """
@@ -30,7 +31,7 @@ import pytest
 import funcgrad
 from tests.conftest import REPO_ROOT
 
-README = REPO_ROOT / "README.md"
+PAGES = [REPO_ROOT / "README.md", REPO_ROOT / "CONTRIBUTING.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 PRELUDE = "import jax, optax, funcgrad as fg"
 MARKER = re.compile(r"<!-- readme-test: run(?: on (?P<devices>\d+) devices)? -->")
 # A funcgrad name: fg.NAME, fg.optim.NAME, funcgrad.NAME, parity.NAME (not x.parity.NAME).
@@ -39,14 +40,16 @@ ROOTS = {"fg": funcgrad, "funcgrad": funcgrad, "parity": funcgrad.parity}
 
 
 class Block(NamedTuple):
-    line: int  # README's line number of the block's first line of code
+    page: str  # the page's path from the repository root
+    line: int  # the page's line number of the block's first line of code
     source: str
     run: bool
     devices: int
 
 
-def python_blocks() -> list[Block]:
-    lines = README.read_text().splitlines()
+def python_blocks(page) -> list[Block]:
+    lines = page.read_text().splitlines()
+    name = str(page.relative_to(REPO_ROOT))
     blocks = []
     for i, line in enumerate(lines):
         if line != "```python":
@@ -54,16 +57,16 @@ def python_blocks() -> list[Block]:
         end = lines.index("```", i + 1)
         marker = MARKER.fullmatch(lines[i - 1])
         devices = int(marker["devices"] or 1) if marker else 1
-        blocks.append(Block(i + 2, "\n".join(lines[i + 1:end]) + "\n", marker is not None, devices))
+        blocks.append(Block(name, i + 2, "\n".join(lines[i + 1:end]) + "\n", marker is not None, devices))
     return blocks
 
 
-BLOCKS = python_blocks()
+BLOCKS = [block for page in PAGES for block in python_blocks(page)]
 RUN_BLOCKS = [block for block in BLOCKS if block.run]
 
 
 def block_id(block: Block) -> str:
-    return f"README.md:{block.line}"
+    return f"{block.page}:{block.line}"
 
 
 def missing_names(text: str, roots=tuple(ROOTS)) -> list[str]:
@@ -84,7 +87,7 @@ def missing_names(text: str, roots=tuple(ROOTS)) -> list[str]:
 @functools.lru_cache(maxsize=None)
 def run_block(block: Block, tmp_dir: str) -> subprocess.CompletedProcess:
     """``block`` as a program, its code on README's own line numbers, in a fresh process."""
-    program = os.path.join(tmp_dir, f"readme_{block.line}.py")
+    program = os.path.join(tmp_dir, f"{block.page.replace('/', '_').removesuffix('.md')}_{block.line}.py")
     with open(program, "w") as f:
         f.write(PRELUDE + "\n" * (block.line - 1) + block.source)
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO_ROOT))
@@ -96,20 +99,25 @@ def run_block(block: Block, tmp_dir: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def tmp_dir(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("readme"))
+    return str(tmp_path_factory.mktemp("docs"))
 
 
-def test_every_marker_sits_right_above_a_python_block():
-    lines = README.read_text().splitlines()
+def test_readme_is_a_front_page():
+    assert len((REPO_ROOT / "README.md").read_text().splitlines()) <= 250
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(REPO_ROOT)))
+def test_every_marker_sits_right_above_a_python_block(page):
+    lines = page.read_text().splitlines()
     for number, line in enumerate(lines, start=1):
         if "readme-test" in line:
-            assert MARKER.fullmatch(line), f"README.md:{number}: unknown marker {line!r}"
-            assert lines[number] == "```python", f"README.md:{number}: the marker is not right above a ```python fence"
+            assert MARKER.fullmatch(line), f"{page.name}:{number}: unknown marker {line!r}"
+            assert lines[number] == "```python", f"{page.name}:{number}: the marker is not right above a ```python fence"
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=block_id)
 def test_every_python_block_compiles(block):
-    compile("\n" * (block.line - 1) + block.source, "README.md", "exec")
+    compile("\n" * (block.line - 1) + block.source, block.page, "exec")
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=block_id)
@@ -117,10 +125,19 @@ def test_every_funcgrad_name_a_block_mentions_exists(block):
     assert not missing_names(block.source)
 
 
-def test_every_funcgrad_name_in_the_prose_exists():
-    prose = re.sub(r"^```.*?^```", "", README.read_text(), flags=re.DOTALL | re.MULTILINE)
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(REPO_ROOT)))
+def test_every_funcgrad_name_in_the_prose_exists(page):
+    prose = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.DOTALL | re.MULTILINE)
     spans = re.findall(r"`([^`]+)`", prose)
     assert not missing_names("\n".join(spans), roots=("fg", "funcgrad"))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(REPO_ROOT)))
+def test_every_link_to_a_file_of_the_repository_resolves(page):
+    prose = re.sub(r"`[^`]*`", "", re.sub(r"^```.*?^```", "", page.read_text(), flags=re.DOTALL | re.MULTILINE))
+    targets = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", prose)
+    missing = [target for target in targets if not (page.parent / target).exists()]
+    assert not missing
 
 
 @pytest.mark.parametrize("block", RUN_BLOCKS, ids=block_id)
@@ -130,12 +147,8 @@ def test_every_runnable_block_runs(block, tmp_dir):
 
 
 def test_scaling_out_runs_as_written_on_eight_devices(tmp_dir):
-    """The section's snippet, on 8 forced CPU devices: every batch of 200 split 25 per device."""
-    text = README.read_text()
-    section = text[text.index("## Scaling out"):text.index("\n## ", text.index("## Scaling out") + 1)]
-    first_line = text[:text.index(section)].count("\n") + 1
-    last_line = first_line + section.count("\n")
-    [block] = [block for block in BLOCKS if first_line <= block.line <= last_line]
+    """docs/scaling.md's snippet, on 8 forced CPU devices: every batch of 200 split 25 per device."""
+    [block] = [block for block in BLOCKS if block.page == "docs/scaling.md"]
     assert block.run and block.devices == 8
     completed = run_block(block, tmp_dir)
     assert completed.returncode == 0, completed.stdout + completed.stderr

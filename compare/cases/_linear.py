@@ -1,12 +1,29 @@
-"""What the cases of one ``nn.Linear`` share: the torch layer holding the initial weights,
-the gradients at the initial weights, and the timing of a full-batch run (iris-softmax,
-linear-regression, binary-logistic)."""
+"""What the cases of one ``nn.Linear`` share (iris-softmax, linear-regression,
+binary-logistic, sweep-iris, mnist-batch-64): the torch layer holding the initial weights,
+the seeds' eager loop, the gradients at the initial weights, and the timing of a
+full-batch run.
+
+    losses = torch_full_batch(model, nn.MSELoss(), xs, ys, learning_rate=0.1, num_steps=300)
+"""
 
 import jax.numpy as jnp
+import torch
 import torch.nn as nn
+import torch.optim as optim
 
 import funcgrad as fg
-from compare.runtime import Timed
+from compare.timed import TORCH_COMPILE, Timed, torch_compiled
+
+
+class LogisticRegression(nn.Module):
+    """Seed 000's model: one ``nn.Linear`` under the name ``linear``."""
+
+    def __init__(self, input_dim, output_dim):
+        super(LogisticRegression, self).__init__()
+        self.linear = nn.Linear(input_dim, output_dim)
+
+    def forward(self, x):
+        return self.linear(x)
 
 
 def torch_linear(ctx, initial) -> nn.Linear:
@@ -15,6 +32,22 @@ def torch_linear(ctx, initial) -> nn.Linear:
     linear = nn.Linear(in_features, out_features).to(ctx.torch_device, ctx.torch_dtype)
     linear.load_state_dict({name: ctx.to_torch(value) for name, value in initial.items()})
     return linear
+
+
+def torch_full_batch(model, criterion, xs, ys, learning_rate: float, num_steps: int) -> torch.Tensor:
+    """The seeds' loop: forward, loss, zero_grad, backward, SGD step, every step on the
+    whole batch; every step's loss."""
+    optimizer = optim.SGD(model.parameters(), lr=learning_rate)
+    losses = []
+    for epoch in range(num_steps):
+        outputs = model(xs)
+        loss = criterion(outputs, ys)
+
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    return torch.stack(losses)
 
 
 def grads_at_init(model, criterion, x, y) -> dict:
@@ -26,9 +59,7 @@ def grads_at_init(model, criterion, x, y) -> dict:
 def timed_full_batch(ctx, steps: int, train, torch_train, xs, ys, initial) -> Timed:
     """Each side's training loop alone, on inputs already converted: ``train(params, x, y)``
     (the tutorial's) against ``torch_train(linear, x, y)`` (the case's twin), eager and with
-    the layer compiled (``compare.bench.torch_compiled``, imported here: the bench imports the cases)."""
-    from compare.bench import TORCH_COMPILE, torch_compiled
-
+    the layer compiled."""
     params, x, y = fg.from_state_dict(initial), jnp.asarray(xs), jnp.asarray(ys)
     linear, x_t, y_t = torch_linear(ctx, initial), ctx.to_torch(xs), ctx.to_torch(ys)
     compiled = torch_compiled(torch_linear(ctx, initial))
