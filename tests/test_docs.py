@@ -1,20 +1,19 @@
 """The python blocks of README.md, CONTRIBUTING.md and docs/*.md, held to the code they
 describe, so that a claim that drifts fails.
 
-The convention, for every fenced ```python block of those pages:
+The convention, for every fenced ```python block of those pages (output shown as text goes
+in a ```text block):
 
-- it compiles. Illustrative blocks may use ``...``, names they do not define
-  (``jax_results``), torch loops, or the "torch idiom  # → funcgrad idiom" table, but
-  never invalid Python;
+- it is a complete program: it runs after ``import jax, optax, funcgrad as fg`` (which every
+  block takes as read) in a namespace of its own, and must finish without an exception.
+  The blocks of a page run one after another in one fresh Python process (one import of
+  jax and torch a page); a block right below ``<!-- readme-test: run on N devices -->`` (an
+  HTML comment, invisible on GitHub) runs in a process of its own on N CPU devices
+  (``XLA_FLAGS=--xla_force_host_platform_device_count=N``, which must be set before jax
+  starts). Tracebacks give the page's own line numbers;
 - every ``fg.NAME``, ``funcgrad.NAME``, ``fg.optim.NAME`` or ``parity.NAME`` it mentions,
-  comments included (the idiom table's funcgrad side is a comment), exists; so does every
-  ``fg.NAME`` and ``funcgrad.NAME`` in the prose's inline code;
-- a block right below the line ``<!-- readme-test: run -->`` (an HTML comment, invisible
-  on GitHub) is a complete program: it runs in a fresh Python process after
-  ``import jax, optax, funcgrad as fg`` (the line the API section opens with, which the
-  other blocks take as read) and must exit 0. ``<!-- readme-test: run on N devices -->``
-  runs it on N CPU devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``, which
-  must be set before jax starts). Tracebacks give the page's own line numbers.
+  comments included, exists; so does every ``fg.NAME`` and ``funcgrad.NAME`` in the
+  prose's inline code, and every link to a file of the repository.
 
 A ``readme-test`` marker of any other form, or not right above a python fence, fails.
 """
@@ -33,7 +32,7 @@ from tests.conftest import REPO_ROOT
 
 PAGES = [REPO_ROOT / "README.md", REPO_ROOT / "CONTRIBUTING.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 PRELUDE = "import jax, optax, funcgrad as fg"
-MARKER = re.compile(r"<!-- readme-test: run(?: on (?P<devices>\d+) devices)? -->")
+MARKER = re.compile(r"<!-- readme-test: run on (?P<devices>\d+) devices -->")
 # A funcgrad name: fg.NAME, fg.optim.NAME, funcgrad.NAME, parity.NAME (not x.parity.NAME).
 FUNCGRAD_NAME = re.compile(r"(?<![\w.])(fg|funcgrad|parity)((?:\.[A-Za-z_]\w*)+)")
 ROOTS = {"fg": funcgrad, "funcgrad": funcgrad, "parity": funcgrad.parity}
@@ -43,7 +42,6 @@ class Block(NamedTuple):
     page: str  # the page's path from the repository root
     line: int  # the page's line number of the block's first line of code
     source: str
-    run: bool
     devices: int
 
 
@@ -56,13 +54,12 @@ def python_blocks(page) -> list[Block]:
             continue
         end = lines.index("```", i + 1)
         marker = MARKER.fullmatch(lines[i - 1])
-        devices = int(marker["devices"] or 1) if marker else 1
-        blocks.append(Block(name, i + 2, "\n".join(lines[i + 1:end]) + "\n", marker is not None, devices))
+        devices = int(marker["devices"]) if marker else 1
+        blocks.append(Block(name, i + 2, "\n".join(lines[i + 1:end]) + "\n", devices))
     return blocks
 
 
 BLOCKS = [block for page in PAGES for block in python_blocks(page)]
-RUN_BLOCKS = [block for block in BLOCKS if block.run]
 
 
 def block_id(block: Block) -> str:
@@ -84,17 +81,47 @@ def missing_names(text: str, roots=tuple(ROOTS)) -> list[str]:
     return missing
 
 
+# Runs the blocks given as (line, source) pairs one after another, each in a namespace of its
+# own after the prelude: each block's output (and traceback) ends with a line "BLOCK <line> ok"
+# or "BLOCK <line> FAILED"; exits 1 if one failed.
+DRIVER = """
+import sys, traceback
+page, blocks = sys.argv[1], eval(open(sys.argv[2]).read())
+failed = False
+for line, source in blocks:
+    namespace = {"__name__": "__main__"}
+    try:
+        exec(compile(PRELUDE + "\\n" * (line - 1) + source, page, "exec"), namespace)
+        print(f"BLOCK {line} ok", flush=True)
+    except BaseException:
+        failed = True
+        print(traceback.format_exc() + f"BLOCK {line} FAILED", flush=True)
+sys.exit(1 if failed else 0)
+""".replace("PRELUDE", repr(PRELUDE))
+
+
 @functools.lru_cache(maxsize=None)
-def run_block(block: Block, tmp_dir: str) -> subprocess.CompletedProcess:
-    """``block`` as a program, its code on README's own line numbers, in a fresh process."""
-    program = os.path.join(tmp_dir, f"{block.page.replace('/', '_').removesuffix('.md')}_{block.line}.py")
-    with open(program, "w") as f:
-        f.write(PRELUDE + "\n" * (block.line - 1) + block.source)
+def run_page(page: str, devices: int, tmp_dir: str) -> subprocess.CompletedProcess:
+    """Every block of ``page`` meant for ``devices`` devices, in one fresh process."""
+    blocks = [(block.line, block.source) for block in BLOCKS if block.page == page and block.devices == devices]
+    stem = os.path.join(tmp_dir, page.replace("/", "_").removesuffix(".md") + f"_{devices}")
+    with open(stem + ".blocks", "w") as f:
+        f.write(repr(blocks))
+    with open(stem + "_driver.py", "w") as f:
+        f.write(DRIVER)
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO_ROOT))
-    if block.devices > 1:
-        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={block.devices}"
-    return subprocess.run([sys.executable, program], cwd=tmp_dir, env=env,
-                          capture_output=True, text=True, timeout=300)
+    if devices > 1:
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+    return subprocess.run([sys.executable, stem + "_driver.py", page, stem + ".blocks"], cwd=tmp_dir, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def block_output(block: Block, tmp_dir: str) -> str:
+    """What ``block`` printed (and its traceback), from its page's run."""
+    completed = run_page(block.page, block.devices, tmp_dir)
+    parts = re.split(r"^BLOCK (\d+) (?:ok|FAILED)\n", completed.stdout, flags=re.M)
+    outputs = dict(zip(parts[1::2], parts[0::2]))
+    return outputs.get(str(block.line), "never ran:\n" + completed.stdout[-2000:] + completed.stderr[-2000:])
 
 
 @pytest.fixture(scope="module")
@@ -140,16 +167,14 @@ def test_every_link_to_a_file_of_the_repository_resolves(page):
     assert not missing
 
 
-@pytest.mark.parametrize("block", RUN_BLOCKS, ids=block_id)
-def test_every_runnable_block_runs(block, tmp_dir):
-    completed = run_block(block, tmp_dir)
-    assert completed.returncode == 0, completed.stdout + completed.stderr
+@pytest.mark.parametrize("block", BLOCKS, ids=block_id)
+def test_every_python_block_runs(block, tmp_dir):
+    completed = run_page(block.page, block.devices, tmp_dir)
+    assert f"BLOCK {block.line} ok" in completed.stdout.splitlines(), block_output(block, tmp_dir)
 
 
 def test_scaling_out_runs_as_written_on_eight_devices(tmp_dir):
     """docs/scaling.md's snippet, on 8 forced CPU devices: every batch of 200 split 25 per device."""
     [block] = [block for block in BLOCKS if block.page == "docs/scaling.md"]
-    assert block.run and block.devices == 8
-    completed = run_block(block, tmp_dir)
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert completed.stdout.startswith("8 device(s), 25 examples each per step;"), completed.stdout
+    assert block.devices == 8
+    assert block_output(block, tmp_dir).startswith("8 device(s), 25 examples each per step;")
