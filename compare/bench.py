@@ -66,9 +66,14 @@ import torch
 from compare.cases import CASES
 from compare.runtime import Context, check_output_path, describe_environment, select_devices, set_matmul_precision
 from compare.timed import COMPILED, TORCH_COMPILE
+from funcgrad.parity.steps import compare_steps, floor
 from funcgrad.parity import markdown_table
 
 TIMED_CASES = [name for name, case in CASES.items() if hasattr(case, "timed")]
+# The cases whose step-synchronized check is timed beside its floor: judged step by step in the
+# comparison (``synced``), or with the arguments of one for the bench (``synced_check``).
+SYNCED_CASES = [name for name, case in CASES.items() if hasattr(case, "synced") or hasattr(case, "synced_check")]
+SYNCED_REPEATS = 3
 # A parity check runs whole trainings in two dtypes: seconds to minutes a call.
 CHECK_REPEATS = 3
 
@@ -323,6 +328,56 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join([markdown_table(header, cells), ""] + notes)
 
 
+# ---- the synced check beside its floor ------------------------------------------------------
+
+def synced_arguments(name: str, ctx: Context) -> dict:
+    """The arguments of ``fg.compare_steps`` that case ``name`` proves its port with."""
+    case = CASES[name]
+    return (case.synced_check if hasattr(case, "synced_check") else case.synced)(ctx)
+
+
+def time_synced(name: str, ctx: Context, repeats: int) -> list[Row]:
+    """Case ``name``'s synced check (``fg.compare_steps``, both dtypes) and its floor
+    (``fg.parity.steps.floor``: the same steps, nothing judged), ``repeats`` times each,
+    interleaved so that a change in the machine's load reaches both; each call compiles its
+    JAX steps afresh, as a test's does. The check row's note holds the verdicts and the
+    ratio to the floor of each repeat (min / median / max)."""
+    arguments = synced_arguments(name, ctx)
+    timings = {"synced check": [], "floor": []}
+    verdicts = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        outcome = compare_steps(**arguments)
+        timings["synced check"].append(time.perf_counter() - start)
+        verdicts.append("; ".join(v.summary.split(":", 1)[0] + (" passes" if v.passed else " FAILS")
+                                  for v in outcome.values()))
+        start = time.perf_counter()
+        floor(**arguments)
+        timings["floor"].append(time.perf_counter() - start)
+    ratios = sorted(c / f for c, f in zip(timings["synced check"], timings["floor"]))
+    rows = [row_from(name, framework, len(arguments["batches"]), 0.0, Timing(tuple(times), 1, 0.0))
+            for framework, times in timings.items()]
+    rows[0].ratio_to_floor = statistics.median(ratios)
+    rows[0].note = (f"{' / '.join(dict.fromkeys(verdicts))}; × floor per repeat (min / median / max): "
+                    + " / ".join(f"{r:.2f}" for r in (ratios[0], statistics.median(ratios), ratios[-1])))
+    rows[1].note = ("the same steps, nothing judged: torch's runs, its float64 step from each float32 state, the "
+                    "JAX steps from torch's state (to the device and back once a step), the JAX whole runs")
+    return rows
+
+
+def format_synced(rows: list[Row]) -> str:
+    """The synced checks beside their floors, as a Markdown table, then the notes."""
+    header = ("case", "run", "s (min / median / max)", "ms / step", "× floor (median)")
+    cells, previous_case = [], None
+    for r in rows:
+        title = case_title(r) if r.case != previous_case else ""
+        previous_case = r.case
+        spread = " / ".join(significant(t) for t in (r.run_min_s, r.run_s, r.run_max_s))
+        cells.append((title, r.framework, spread, significant(r.per_step_us / 1e3),
+                      ratio_cell(r.ratio_to_floor, r.framework == "floor")))
+    return "\n".join([markdown_table(header, cells), ""] + [f"- {r.case}, {r.framework}: {r.note}" for r in rows])
+
+
 def format_checks(rows: list[Row]) -> str:
     """The check rows as a Markdown table, then each check's verdicts."""
     header = ("case", "check (both dtypes)", "run s (min / median / max)", "ms / step", "× whole-run check")
@@ -373,8 +428,9 @@ def warn_if_busy(load_average: tuple[float, float, float]) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m compare.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--case", action="append", choices=TIMED_CASES, metavar="NAME",
-                        help=f"time only this case (repeatable): {', '.join(TIMED_CASES)}")
+    parser.add_argument("--case", action="append", choices=list(dict.fromkeys(TIMED_CASES + SYNCED_CASES)),
+                        metavar="NAME", help=f"time only this case (repeatable): "
+                                             f"{', '.join(dict.fromkeys(TIMED_CASES + SYNCED_CASES))}")
     parser.add_argument("--repeats", type=int, default=MIN_REPEATS,
                         help=f"at least this many timed repeats per row (default {MIN_REPEATS})")
     parser.add_argument("--min-time", type=float, default=MIN_TIME_S, metavar="S",
@@ -382,6 +438,11 @@ def main(argv=None) -> int:
     parser.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
     parser.add_argument("--mnist-dir", metavar="DIR", help="real MNIST (else $FUNCGRAD_MNIST_DIR, else digits)")
     parser.add_argument("--json", metavar="PATH", help="write the rows and the environment here")
+    parser.add_argument("--synced-repeats", type=int, default=SYNCED_REPEATS, metavar="N",
+                        help=f"repeats of each synced check and its floor (default {SYNCED_REPEATS})")
+    parser.add_argument("--max-steps", type=int, metavar="N",
+                        help="the synced checks of the cases that read it (mnist-cnn) run at most N steps "
+                             "(default: the full epoch)")
     args = parser.parse_args(argv)
     check_output_path(parser, "--json", args.json)
     repeats = Repeats(args.repeats, args.min_time)
@@ -390,7 +451,7 @@ def main(argv=None) -> int:
     precision = set_matmul_precision()
     torch.set_num_threads(os.cpu_count())
     ctx = Context(dtype=np.dtype(np.float32), jax_device=jax_device, torch_device=torch_device,
-                  mnist_dir=args.mnist_dir)
+                  mnist_dir=args.mnist_dir, max_steps=args.max_steps)
     environment = describe_environment(ctx)
     threads = {"cpu_count": os.cpu_count(), "torch_intra_op": torch.get_num_threads(),
                "xla_cpu": "one intra-op thread per core (XLA's default)",
@@ -402,12 +463,15 @@ def main(argv=None) -> int:
     print(f"Each row: one warm-up call, then at least {args.repeats} timed repeats and {args.min_time} s"
           f" of timed work; calls under {MIN_REGION_S * 1e3:.0f} ms are timed in batches. Ratios use medians.\n")
 
-    rows, checks = [], []
+    rows, checks, synced = [], [], []
     with jax.default_device(jax_device):
-        for name in args.case or TIMED_CASES:
-            rows.extend(time_case(name, ctx, repeats))
+        for name in args.case or dict.fromkeys(TIMED_CASES + SYNCED_CASES):
+            if name in TIMED_CASES:
+                rows.extend(time_case(name, ctx, repeats))
             if hasattr(CASES[name], "timed_checks"):
                 checks.extend(time_checks(name, ctx, repeats))
+            if name in SYNCED_CASES:
+                synced.extend(time_synced(name, ctx, args.synced_repeats))
             print(f"{name}: done", file=sys.stderr)
     add_ratios(rows)
     print(format_table(rows))
@@ -416,13 +480,18 @@ def main(argv=None) -> int:
               f"torch's float64 run) and compiles its JAX side afresh, as a test does; one warm-up call, "
               f"then {min(args.repeats, CHECK_REPEATS)} timed repeats.\n")
         print(format_checks(checks))
+    if synced:
+        print(f"\nThe step-synchronized check beside its floor (the same steps, nothing judged), both dtypes, "
+              f"{args.synced_repeats} interleaved repeats each, every call compiling afresh:\n")
+        print(format_synced(synced))
     if args.json:
         report = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **environment,
                   "threads": threads, "matmul_precision": precision, "repeats": args.repeats,
                   "min_time_s": args.min_time, "min_region_s": MIN_REGION_S,
                   "load_average_1_5_15_min": {"start": load_at_start, "end": os.getloadavg()},
                   "rows": [dataclasses.asdict(r) | {"per_step_us": r.per_step_us} for r in rows],
-                  "checks": [dataclasses.asdict(r) | {"per_step_us": r.per_step_us} for r in checks]}
+                  "checks": [dataclasses.asdict(r) | {"per_step_us": r.per_step_us} for r in checks],
+                  "synced": [dataclasses.asdict(r) | {"per_step_us": r.per_step_us} for r in synced]}
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
         print(f"report written to {args.json}")

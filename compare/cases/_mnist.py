@@ -165,8 +165,15 @@ def test_results(logits, accuracy) -> dict:
 # ---- the parity checks a port's own test runs, on a case's set-up (compare.bench times them) ----
 
 def check_functions(setup, apply, torch_model, learning_rate: float):
-    """An MNIST SGD case's ``timed_checks(ctx)``, from the same pieces as :func:`case_functions`."""
-    return lambda ctx: timed_checks(ctx, setup(ctx), apply, torch_model, learning_rate)
+    """An MNIST SGD case's ``timed_checks(ctx)`` and ``synced_check(ctx)`` (the arguments of
+    ``fg.compare_steps``), from the same pieces as :func:`case_functions`."""
+    def synced_check(ctx) -> dict:
+        jax_loss, jax_optimizer, torch_setup_, torch_loss, batches = step_check(ctx, setup(ctx), apply, torch_model,
+                                                                                 learning_rate)
+        return dict(jax_loss=jax_loss, jax_optimizer=jax_optimizer, torch_setup=torch_setup_, torch_loss=torch_loss,
+                    batches=batches)
+
+    return lambda ctx: timed_checks(ctx, setup(ctx), apply, torch_model, learning_rate), synced_check
 
 
 def timed_checks(ctx, setup, apply, torch_model, learning_rate: float) -> Timed:

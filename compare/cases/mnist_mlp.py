@@ -47,4 +47,4 @@ def torch_model(ctx, initial) -> torch.nn.Sequential:
 
 run, timed = _mnist.case_functions(setup, fg.mlp_apply, torch_model, LEARNING_RATE)
 # What a port's own test pays to prove this model: the whole-run and synced checks (compare.bench).
-timed_checks = _mnist.check_functions(setup, fg.mlp_apply, torch_model, LEARNING_RATE)
+timed_checks, synced_check = _mnist.check_functions(setup, fg.mlp_apply, torch_model, LEARNING_RATE)

@@ -91,11 +91,11 @@ def sgd(
     >>> optimizer = sgd(0.1, momentum=0.9, nesterov=True)
     >>> opt_state = optimizer.init(params)
     """
-    if nesterov and (momentum <= 0 or dampening != 0):
+    if nesterov and ((not callable(momentum) and momentum <= 0) or dampening != 0):
         raise ValueError("sgd: Nesterov momentum requires a momentum and zero dampening (as in torch)")
     _checks.check_non_negative("sgd", learning_rate=learning_rate, momentum=momentum, dampening=dampening,
                                weight_decay=weight_decay)
-    if not (dampening or weight_decay or maximize):
+    if not (dampening or weight_decay or maximize or callable(momentum)):  # a cycled momentum: torch's own trace
         return optax.sgd(learning_rate, momentum or None, nesterov)
     return optax.chain(
         *_torch_gradient_prelude(maximize, weight_decay),
@@ -148,7 +148,9 @@ def _adam(what, learning_rate, betas, eps, weight_decay, amsgrad, maximize, deco
     """Adam's chain in torch's order: the L2 term joins the gradient (Adam) or the decay
     joins the step beside the Adam direction (AdamW, as ``optax.adamw`` chains it)."""
     _checks.check_non_negative(what, learning_rate=learning_rate, eps=eps, weight_decay=weight_decay)
-    b1, b2 = _checks.check_betas(what, betas)
+    scheduled_b1 = isinstance(betas, (tuple, list)) and len(betas) == 2 and callable(betas[0])
+    b1, b2 = _checks.check_betas(what, (0.0, betas[1]) if scheduled_b1 else betas)
+    b1 = betas[0] if scheduled_b1 else b1  # OneCycleLR's cycled beta1: fg.optim.one_cycle_momentum
     return optax.chain(
         *_torch_gradient_prelude(maximize, 0.0 if decoupled else weight_decay),
         scale_by_torch_adam(b1, b2, eps, amsgrad=amsgrad),

@@ -243,8 +243,8 @@ class Stages(NamedTuple):
         return results
 
     def jax_results(self, outputs) -> dict:
-        """The results of :class:`JaxStep`'s ``synced``, fetched to the host in one call."""
-        loss, new_buffers, grads, new_params, new_state = jax.device_get(outputs)
+        """The results of :class:`JaxStep`'s ``synced``, fetched to the host."""
+        loss, new_buffers, grads, new_params, new_state = outputs
         return self.results(loss, to_state_dict(new_buffers), to_state_dict(grads), to_state_dict(new_params),
                             jax.tree.leaves(new_state))
 

@@ -179,6 +179,38 @@ def compare_steps(
     return {name: verdicts[name] for name in names}
 
 
+def floor(
+    jax_loss: LossFn,
+    jax_optimizer: optax.GradientTransformation,
+    torch_setup: Callable[[np.dtype], tuple],
+    torch_loss: Callable[[Any, tuple], Any],
+    batches: Iterable[tuple],
+    dtypes: Iterable[str] | str = DTYPES,
+    every: int = 1,
+    stateful: bool = False,
+    start_step: int = 0,
+) -> None:
+    """Every step :func:`compare_steps` runs with the same arguments, and nothing it runs
+    only to judge: torch's run in each dtype (a float32 run's float64 reference too),
+    torch's float64 step from each float32 state, the JAX steps from torch's state (the
+    state to the device and back once a step), the JAX whole runs. What a verdict costs
+    over this is what judging costs (``python -m compare.bench`` prints the ratio).
+
+    >>> floor(loss_fn, optimizer, torch_setup, torch_loss, batches)
+    """
+    what = "compare_steps"
+    batches = _check_arguments(what, jax_loss, jax_optimizer, torch_setup, torch_loss, batches, every, stateful,
+                               start_step)
+    names = dtype_names(what, dtypes)
+    run = _Replay(what, replay.jax_step(jax_loss, jax_optimizer, stateful), jax_loss, jax_optimizer, torch_setup,
+                  torch_loss, batches, every, stateful, start_step)
+    for name in sorted(names, key=DTYPES.index):
+        if name == "float32" and "float64" not in names:
+            run.torch_run(np.dtype(np.float64))
+        _, initial, stages = run.synced(np.dtype(name), None)
+        run.free_jax_run(np.dtype(name), initial, stages)
+
+
 def _check_arguments(what, jax_loss, jax_optimizer, torch_setup, torch_loss, batches, every, stateful,
                      start_step) -> list[tuple]:
     """Every argument checked before anything runs; the batches as tuples of numpy arrays."""
@@ -234,11 +266,13 @@ class _Replay:
         end = replay.snapshot(objects)
         return recorded_run(np.stack(losses), end.params, end.buffers)
 
-    def synced(self, dtype, judge: StepJudge) -> tuple[dict, replay.Snapshot, replay.Stages]:
+    def synced(self, dtype, judge: StepJudge | None) -> tuple[dict, replay.Snapshot, replay.Stages]:
         """torch's run in ``dtype``; at each synced step the JAX step (and, for float32, both
         frameworks' float64 steps) from torch's state before it, handed to ``judge`` at once
         (a step's arrays are not kept: a large model's would fill memory over a long run).
-        Returns torch's whole run, its state at the start, and the stages it was read in."""
+        Without a judge the same steps run and nothing is read for judging: the floor of
+        what a verdict costs (:func:`floor`). Returns torch's whole run, its state at the
+        start, and the stages it was read in."""
         objects = self.objects(dtype)
         twin = self.objects(np.dtype(np.float64)) if dtype == np.float32 else None
         initial = before = replay.snapshot(objects)
@@ -256,18 +290,21 @@ class _Replay:
                 before = None
                 continue
             after = replay.snapshot(objects)
-            torch_state.check_held(self.what, stages.plan, before.held, t)
             if i == 0:
                 self._check_port(stages.plan, before, batch, t, dtype)
-            torch_side = stages.torch_results(objects, loss, grads, after, t + 1)
-            jax_side = self._jax_side(stages, before, batch, t, dtype, grads)
-            reference = jax_reference = None
+            jax_outputs = self._jax_outputs(stages, before, batch, t, dtype, grads)
             if twin is not None:
                 replay.restore(twin, before)
                 loss64, grads64 = replay.torch_step(twin, self.torch_loss, replay.torch_batch(batch, np.float64))
-                reference = stages64.torch_results(twin, loss64, grads64, replay.snapshot(twin), t + 1)
-                jax_reference = self._jax_side(stages64, before, batch, t, np.dtype(np.float64), grads64)
-            judge.add(t, jax_side, torch_side, reference, jax_reference)
+                jax_outputs64 = self._jax_outputs(stages64, before, batch, t, np.dtype(np.float64), grads64)
+            if judge is not None:
+                torch_state.check_held(self.what, stages.plan, before.held, t)
+                reference = jax_reference = None
+                if twin is not None:
+                    reference = stages64.torch_results(twin, loss64, grads64, replay.snapshot(twin), t + 1)
+                    jax_reference = stages64.jax_results(jax_outputs64)
+                judge.add(t, stages.jax_results(jax_outputs), stages.torch_results(objects, loss, grads, after, t + 1),
+                          reference, jax_reference)
             before = after
         end = replay.snapshot(objects)
         return recorded_run(np.stack(losses), end.params, end.buffers), initial, stages
@@ -277,11 +314,13 @@ class _Replay:
             params, buffers, _ = replay.jax_inputs(plan, state, t, dtype)
             replay.check_port(self.what, self.jax_loss, self.stateful, params, buffers, replay.in_dtype(batch, dtype))
 
-    def _jax_side(self, stages: replay.Stages, state: replay.Snapshot, batch, t: int, dtype, torch_grads) -> dict:
+    def _jax_outputs(self, stages: replay.Stages, state: replay.Snapshot, batch, t: int, dtype, torch_grads):
+        """The JAX step in ``dtype`` from torch's ``state`` before update ``t``, its optimizer
+        updating ``torch_grads``; its outputs fetched to the host in one call."""
         with jax.enable_x64(dtype == np.float64):
             inputs = replay.jax_inputs(stages.plan, state, t, dtype)
             given = replay.in_dtype_dict(torch_grads, dtype)
-            return stages.jax_results(self.step_fn.synced(*inputs, replay.in_dtype(batch, dtype), given))
+            return jax.device_get(self.step_fn.synced(*inputs, replay.in_dtype(batch, dtype), given))
 
     def free_jax_run(self, dtype, initial: replay.Snapshot, stages: replay.Stages) -> dict:
         """The port on its own from torch's state at the start, over the same batches: its whole run."""
