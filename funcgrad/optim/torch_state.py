@@ -77,51 +77,41 @@ def state_plan(what: str, template: optax.OptState, param_names: Sequence[str]) 
     refuses a state this bridge does not convert, and names that are not the template's."""
     states = _states(what, template)
     _check_names(what, states, param_names)
-    sources = _map_states(lambda state: state._replace(**{
-        field: _map_named(lambda name, like, key=key: _Marker(Source(name, key, np.dtype(like.dtype),
-                                                                     tuple(np.shape(like)))), getattr(state, field))
-        for field, key in _FIELDS[type(state)].items() if getattr(state, field) is not None} | (
-        {"count": _Marker(Source(None, None, np.dtype(state.count.dtype), ()))} if "count" in state._fields else {})),
-        template)
-    markers, treedef = jax.tree_util.tree_flatten_with_path(sources)
-    labels, keys = [], []
-    for path, marker in markers:
-        if not isinstance(marker, _Marker):
-            raise ValueError(f"{what}: the state's leaf {jax.tree_util.keystr(path)} has no torch counterpart")
-        key, label = _state_key(path, list(param_names))
-        keys.append(key)
-        labels.append(label)
-    expected = {name: set() for name in param_names}
+    names = list(param_names)
+
+    def mark(state, place: str):
+        fields = {field: _map_named(lambda name, like, field=field, key=key: _Marker(
+            Source(name, key, np.dtype(like.dtype), tuple(np.shape(like))),
+            (place, field, names.index(name)), f"{field} of {name}"), getattr(state, field))
+            for field, key in _FIELDS[type(state)].items() if getattr(state, field) is not None}
+        if "count" in state._fields:
+            fields["count"] = _Marker(Source(None, None, np.dtype(state.count.dtype), ()), (place, "count", -1),
+                                      f"count of {place}")
+        return state._replace(**fields)
+
+    markers, treedef = jax.tree_util.tree_flatten(_map_states(mark, template, with_place=True),
+                                                  is_leaf=lambda node: isinstance(node, _Marker))
+    unknown = [marker for marker in markers if not isinstance(marker, _Marker)]
+    if unknown:
+        raise ValueError(f"{what}: the state holds a leaf with no torch counterpart: {unknown[0]!r}")
+    expected = {name: set() for name in names}
     for state in states:
         for field, key in _FIELDS[type(state)].items():
             for name, _ in _named_leaves(getattr(state, field)):
                 expected[name] |= {key} | ({"step"} if isinstance(state, _STEPPED) else set())
-    return StatePlan(treedef, [marker.source for _, marker in markers], labels,
-                     sorted(range(len(keys)), key=keys.__getitem__), states,
-                     {name: frozenset(keys_) for name, keys_ in expected.items()})
+    return StatePlan(treedef, [marker.source for marker in markers], [marker.label for marker in markers],
+                     sorted(range(len(markers)), key=lambda i: markers[i].order), states,
+                     {name: frozenset(keys) for name, keys in expected.items()})
 
 
 class _Marker:
-    """A :class:`Source` as a pytree leaf (a NamedTuple would be a node)."""
+    """A :class:`Source` as a pytree leaf (a NamedTuple would be a node), with its place in the
+    report's order (param group and chain position, field, torch's parameter order) and its
+    name there: ``trace of 0.weight``, ``count of transformation 2``, ``count of group 1's
+    transformation 0``."""
 
-    def __init__(self, source: Source):
-        self.source = source
-
-
-def _state_key(path, names: list[str]) -> tuple[tuple, str]:
-    """A state leaf's place (param group, chain position, field, torch's parameter order) and
-    name: ``[1].trace['0']['weight']`` is ``trace of 0.weight``, ``[2].count`` is ``count of
-    transformation 2``, a group's ``.inner_states['1'].inner_state[0].count`` is ``count of
-    group 1's transformation 0``."""
-    last = max((i for i, key in enumerate(path) if isinstance(key, jax.tree_util.GetAttrKey)), default=-1)
-    field = path[last].name if last >= 0 else "state"
-    param = ".".join(str(key.key) for key in path[last + 1:] if isinstance(key, jax.tree_util.DictKey))
-    group = next((str(key.key) for before, key in zip(path, path[1:]) if isinstance(key, jax.tree_util.DictKey)
-                  and isinstance(before, jax.tree_util.GetAttrKey) and before.name == "inner_states"), "")
-    position = ".".join(str(key.idx) for key in path[:last] if isinstance(key, jax.tree_util.SequenceKey)) or "0"
-    order = (group, position, field, names.index(param) if param in names else -1)
-    where = (f"group {group}'s " if group else "") + f"transformation {position}"
-    return order, f"{field} of {param}" if param else f"{field} of {where}"
+    def __init__(self, source: Source, order: tuple, label: str):
+        self.source, self.order, self.label = source, order, label
 
 
 def fill(plan: StatePlan, held: Mapping[str, Mapping[str, np.ndarray]], step: int) -> optax.OptState:
@@ -313,17 +303,22 @@ def _states(what: str, opt_state) -> list:
     return states
 
 
-def _map_states(fn, opt_state):
+def _map_states(fn, opt_state, with_place: bool = False, group: str = "", position: tuple = ()):
     """``fn`` applied to each state in an ``optax.chain``'s (nested) tuple of states, in each
     param group's (``optax.multi_transform``'s ``PartitionState``, whose groups' states are
-    ``MaskedState``)."""
+    ``MaskedState``); ``with_place``: ``fn(state, place)``, place as a report names it,
+    ``transformation 1`` or ``group 0's transformation 2``."""
     if isinstance(opt_state, tuple) and not hasattr(opt_state, "_fields"):
-        return tuple(_map_states(fn, state) for state in opt_state)
+        return tuple(_map_states(fn, state, with_place, group, position + (i,)) for i, state in enumerate(opt_state))
     if isinstance(opt_state, optax.PartitionState):
-        return optax.PartitionState({label: _map_states(fn, state) for label, state in opt_state.inner_states.items()})
+        return optax.PartitionState({label: _map_states(fn, state, with_place, str(label), ())
+                                     for label, state in opt_state.inner_states.items()})
     if isinstance(opt_state, optax.MaskedState):
-        return optax.MaskedState(_map_states(fn, opt_state.inner_state))
-    return fn(opt_state)
+        return optax.MaskedState(_map_states(fn, opt_state.inner_state, with_place, group, position))
+    if not with_place:
+        return fn(opt_state)
+    where = f"transformation {'.'.join(map(str, position)) or 0}"
+    return fn(opt_state, f"group {group}'s {where}" if group else where)
 
 
 def _map_named(fn, tree):
@@ -336,7 +331,10 @@ def _named_leaves(tree) -> list[tuple[str, Any]]:
 
 
 def _path_name(path) -> str:
-    return ".".join(str(getattr(key, "key", getattr(key, "idx", key))) for key in path)
+    """A leaf's path as ``state_dict`` joins names: dict keys, attribute names (an Equinox
+    module's) and list indices, by dots."""
+    return ".".join(str(key.key if isinstance(key, jax.tree_util.DictKey) else key.name
+                        if isinstance(key, jax.tree_util.GetAttrKey) else getattr(key, "idx", key)) for key in path)
 
 
 def _param_names(states: list) -> set[str]:
