@@ -36,17 +36,19 @@ def to_state_dict(params, buffers=None) -> dict[str, np.ndarray]:
         if both:
             raise ValueError(f"to_state_dict: {both} are both a parameter and a buffer")
         return flat_params | flat_buffers
-    flat: dict[str, np.ndarray] = {}
+    return flat(params)
 
-    def visit(prefix: str, node) -> None:
-        if isinstance(node, Mapping):
-            for name, child in node.items():
-                visit(f"{prefix}.{name}" if prefix else str(name), child)
+
+def flat(tree, prefix: str = "") -> dict[str, np.ndarray]:
+    """A nested dict of arrays as ``{"a.b": numpy array}``, unchecked (:func:`to_state_dict` checks)."""
+    out: dict[str, np.ndarray] = {}
+    for name, child in tree.items():
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if isinstance(child, Mapping):
+            out.update(flat(child, key))
         else:
-            flat[prefix] = np.asarray(node)
-
-    visit("", params)
-    return flat
+            out[key] = np.asarray(child)
+    return out
 
 
 def from_state_dict(state_dict: Mapping) -> dict:

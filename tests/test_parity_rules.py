@@ -208,3 +208,27 @@ def test_a_history_that_turns_non_finite_alike_on_both_sides_passes_and_says_fro
     row = only(compare_results({"loss": History(losses)}, {"loss": History(losses.copy())}, np.float32,
                                {"loss": History(losses.astype(np.float64))}))
     assert row.passed and "non-finite on both sides from step 2" in row.note
+
+
+def brute_force_noise(envelope, magnitude):
+    """The noise as the error model defines it, element by element: the larger of torch's
+    largest distance over the elements no larger than this one and the 99th percentile
+    (numpy's "lower") of its distances over the nonzero elements."""
+    nonzero = envelope[magnitude > 0]
+    level = np.quantile(nonzero, fg.parity.NOISE_QUANTILE, method="lower") if nonzero.size else 0.0
+    return np.array([max(level, envelope[magnitude <= m].max()) for m in magnitude])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_noise_found_by_binary_search_is_the_noise_the_error_model_defines(seed):
+    from funcgrad.parity import band
+
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(1, 300)) if seed % 2 else int(rng.integers(1000, 5000))  # the sampled cut too
+    magnitude = np.round(np.abs(rng.normal(size=size)), int(rng.integers(0, 3)))  # ties, and zeros
+    envelope = np.abs(rng.standard_cauchy(size=size)) * (rng.random(size) < 0.9)
+    expected = brute_force_noise(envelope, magnitude)
+    np.testing.assert_array_equal(band.row_noise(envelope, magnitude), expected)
+    rows = np.stack([envelope, envelope[::-1]])
+    np.testing.assert_array_equal(band.noise(rows, np.stack([magnitude, magnitude[::-1]])),
+                                  np.stack([expected, brute_force_noise(envelope[::-1], magnitude[::-1])]))

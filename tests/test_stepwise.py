@@ -200,3 +200,18 @@ def test_a_lone_float32_gradient_out_of_band_is_a_discontinuity_only_where_float
         assert f"step {failing[0]}" in verdict.first_failure
     if algorithm_differs:
         assert "the algorithm differs" in " ".join(row.note for row in verdict.synced)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 9, 16])
+def test_a_synced_steps_envelope_reaches_back_over_the_window_whatever_the_chunk(chunk):
+    """Step t's envelope is torch's largest distance over steps t-9..t, however the steps are
+    grouped for judging: a distance of 1 at step 5 widens the band of steps 5 to 14 only."""
+    judge = StepJudge(np.float32)
+    judge._chunk = chunk
+    reference = {"gradient/w": np.zeros(1)}
+    for t in range(30):
+        torch_side = {"gradient/w": np.float32([1.0 if t == 5 else 0.0])}
+        jax_side = {"gradient/w": np.float32([0.5])}   # 0.5 from its float64 twin: within 8 x 1, beyond 4 ulps of 0
+        judge.add(t, jax_side, torch_side, reference, reference)
+    judge.flush()
+    assert sorted(judge.failures) == [t for t in range(30) if not 5 <= t <= 14]

@@ -73,10 +73,11 @@ MIN_BAND_WINDOW = 10
 NOISE_QUANTILE = 0.99
 
 
-def direct_allowed(torch_values: np.ndarray, dtype) -> np.ndarray:
-    """What the direct rule allows each element: ``atol + rtol |torch|``."""
+def direct_allowed(torch_magnitude: np.ndarray, dtype) -> np.ndarray:
+    """What the direct rule allows each element: ``atol + rtol |torch|`` (given ``|torch|``,
+    finite)."""
     rtol, atol = TOLERANCES[np.dtype(dtype)]
-    return atol + rtol * np.abs(np.nan_to_num(torch_values))
+    return atol + rtol * torch_magnitude
 
 
 def floor(magnitude: np.ndarray) -> np.ndarray:
@@ -90,8 +91,13 @@ def allowed(noise_level: np.ndarray, magnitude: np.ndarray, factor: float = BAND
 
 
 def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """``numerator / denominator``, 0 where both are 0 and inf where only the denominator is."""
-    return np.divide(numerator, denominator, out=np.where(numerator > 0, np.inf, 0.0), where=denominator > 0)
+    """``numerator / denominator``, 0 where both are 0 and inf where only the denominator is
+    (the numerators are distances, never negative)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.divide(numerator, denominator)
+    if not np.isfinite(out).all():
+        out = np.where(denominator == 0, np.where(numerator > 0, np.inf, 0.0), out)
+    return out
 
 
 def abs_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -121,43 +127,83 @@ def trailing_max(values: np.ndarray, steps: int) -> np.ndarray:
     return out
 
 
-def quantile_level(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per row, the ``NOISE_QUANTILE`` of ``values`` where ``mask`` holds (0 where it holds
-    nowhere), as a column; taken at an element below it (numpy's ``method="lower"``), never
-    between two, so that one large value of two cannot set the level."""
-    out = np.zeros((len(values), 1))
-    if len(values) == 1:
-        picked = values[0][mask[0]]
-        if picked.size:
-            k = int(np.floor((picked.size - 1) * NOISE_QUANTILE))
-            out[0, 0] = np.partition(picked, k)[k]
-        return out
-    some = mask.any(axis=1)
-    out[some, 0] = np.nanquantile(np.where(mask, values, np.nan)[some], NOISE_QUANTILE, axis=1, method="lower")
+def _row_level(values: np.ndarray, mask: np.ndarray) -> float:
+    """The ``NOISE_QUANTILE`` ("lower") of ``values[mask]``: the element with ``k`` below it.
+
+    A selection near the top of thousands of elements is slow in numpy (~90 us for 8 192), so
+    the elements are first cut at a lower quantile of a sample: if at least the ``size - k``
+    largest lie above the cut, the answer is the least of those, selected among the few; else
+    (a sample that missed) the whole selection runs. Either way the same element."""
+    picked = values[mask]
+    if not picked.size:
+        return 0.0
+    k = int(np.floor((picked.size - 1) * NOISE_QUANTILE))
+    above = picked.size - k  # the answer and every element after it in sorted order
+    if picked.size >= 2048:
+        sample = picked[::29]  # a prime stride: no row or column of a weight's layout repeats in it
+        position = int(len(sample) * 0.97)
+        top = picked[picked > np.partition(sample, position)[position]]
+        if len(top) >= above:
+            return float(np.partition(top, len(top) - above)[len(top) - above])
+    return float(np.partition(picked, k)[k])
+
+
+def noise(envelope: np.ndarray, magnitude_: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Each element's noise: the larger of the quantile level of ``envelope`` (PyTorch's
+    distances) over the nonzero elements and its largest ``envelope`` over the elements whose
+    magnitude is at most the element's own (itself and equal magnitudes included), row by row
+    of ``(rows, elements)`` arrays; ``valid`` marks the elements of a padded row.
+
+    Rows are judged together, each sorted by magnitude: a history's steps, or a synced step's
+    short quantities laid side by side. One long row is :func:`row_noise`'s, which sorts only
+    the few elements above the level (the same noise, ``tests/test_parity_rules.py``).
+    """
+    valid = np.ones(envelope.shape, bool) if valid is None else valid
+    counted = valid & (magnitude_ > 0)
+    ranked = np.sort(np.where(counted, envelope, -np.inf), axis=1)
+    count = counted.sum(axis=1)
+    below = np.floor((count - 1) * NOISE_QUANTILE).astype(int)  # the "lower" quantile's rank, as _row_level's
+    level = np.where(count > 0, ranked[np.arange(len(ranked)), np.maximum(envelope.shape[1] - count + below, 0)], 0.0)
+    return np.maximum(_largest_at_or_below(np.where(valid, envelope, 0.0), np.where(valid, magnitude_, np.inf)),
+                      level[:, None])
+
+
+def _largest_at_or_below(values: np.ndarray, magnitude_: np.ndarray) -> np.ndarray:
+    """Per row, each element's largest ``values`` over the elements whose magnitude is at
+    most its own (itself and every equal magnitude included)."""
+    order = np.argsort(magnitude_, axis=1, kind="stable")
+    sorted_magnitude = np.take_along_axis(magnitude_, order, axis=1)
+    running = np.maximum.accumulate(np.take_along_axis(values, order, axis=1), axis=1)
+    columns = np.arange(magnitude_.shape[1])
+    last_of_equals = np.ones(magnitude_.shape, bool)
+    last_of_equals[:, :-1] = sorted_magnitude[:, 1:] != sorted_magnitude[:, :-1]
+    group_end = np.minimum.accumulate(np.where(last_of_equals, columns, columns[-1])[:, ::-1], axis=1)[:, ::-1]
+    out = np.empty_like(running)
+    np.put_along_axis(out, order, np.take_along_axis(running, group_end, axis=1), axis=1)
     return out
 
 
-def noise(envelope: np.ndarray, magnitude_: np.ndarray) -> np.ndarray:
-    """Each element's noise: the larger of the quantile level of ``envelope`` (PyTorch's
-    distances) over the nonzero elements and its largest ``envelope`` over the elements whose
-    magnitude is at most the element's own (itself and equal magnitudes included).
-
-    Only the elements above the level can raise a noise above it, and by the level's
-    definition they are at most 1 % of the nonzero elements: those are sorted by magnitude
-    and every element finds its largest among them by a binary search, so a step is judged
-    in ``O(n log k)`` with ``k`` the few elements above the level, not a sort of all ``n``.
-    """
-    level = quantile_level(envelope, magnitude_ > 0)
-    out = np.repeat(level, envelope.shape[1], axis=1)
-    above = envelope > level
-    for row in np.flatnonzero(above.any(axis=1)):
-        columns = np.flatnonzero(above[row])
-        order = np.argsort(magnitude_[row, columns], kind="stable")
-        source_magnitude = magnitude_[row, columns][order]
-        running = np.maximum.accumulate(envelope[row, columns][order])
-        reach = np.searchsorted(source_magnitude, magnitude_[row], side="right")  # sources at or below
-        some = reach > 0
-        out[row, some] = np.maximum(out[row, some], running[reach[some] - 1])
+def row_noise(envelope: np.ndarray, magnitude_: np.ndarray) -> np.ndarray:
+    """:func:`noise` of one long row (1-D arrays), in ``O(n log k)``: only the elements above
+    the level can raise a noise above it, and by the level's definition they are at most 1 %
+    of the nonzero elements, so only those are sorted by magnitude; their running maximum is
+    taken, and every element finds its own by a binary search among the few places where it
+    rises."""
+    level = _row_level(envelope, magnitude_ > 0)
+    sources = np.flatnonzero(envelope > level)
+    if not sources.size:
+        return np.full(envelope.shape, level)
+    order = np.argsort(magnitude_[sources], kind="stable")
+    sorted_magnitude = magnitude_[sources][order]
+    running = np.maximum.accumulate(envelope[sources][order])  # the largest over the sources of least magnitude
+    # Only where the running maximum rises does the noise change: search those few records.
+    records = np.flatnonzero(np.concatenate([[True], running[1:] > running[:-1]]))
+    levels, thresholds = np.concatenate([[level], running[records]]), sorted_magnitude[records]
+    # An element below every source in magnitude keeps the level; only the others are searched
+    # (the sources, torch's largest distances, tend to be its largest elements).
+    searched = np.flatnonzero(magnitude_ >= thresholds[0])
+    out = np.full(envelope.shape, level)
+    out[searched] = levels[np.searchsorted(thresholds, magnitude_[searched], side="right")]
     return out
 
 

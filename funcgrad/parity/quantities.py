@@ -167,7 +167,7 @@ def _compare_floats(name, kind, rule, a, b, ref, dtype, step_axis) -> Quantity:
     if nonfinite:
         return row(name, kind, rule, a, b, dtype, note=nonfinite)
     diff = band.abs_diff(a64, b64)
-    direct_excess = band.ratio(diff, band.direct_allowed(b64, dtype))
+    direct_excess = band.ratio(diff, band.direct_allowed(np.abs(np.nan_to_num(b64)), dtype))
     fields = dict(max_abs_err=band.largest(diff), max_rel_err=band.largest_relative(diff, b64),
                   direct_passed=bool(np.all(direct_excess <= 1)))
     if ref64 is None:
@@ -304,11 +304,16 @@ class StepJudge:
         self.largest_gradient: dict[str, float] = {}
         self._worst_passing: dict[str, tuple[float, str, str]] = {}
         self._failing_values: dict[tuple[int, str], tuple[float, str, str]] = {}
-        self._recent: collections.deque = collections.deque(maxlen=band.MIN_BAND_WINDOW - 1)
+        self._recent = None  # torch's distances at the last synced steps judged: the envelope's memory
+        self._pending: list = []
+        self._chunk = 1
+        self._chunk_arrays: dict[str, np.ndarray] = {}  # each side's (chunk, elements) floats
 
     def add(self, t: int, jax_side: dict, torch_side: dict, reference: dict | None = None,
             jax_reference: dict | None = None) -> None:
-        """Judge synced step ``t``: flat dicts of numpy arrays (``Exact`` for counts) from each side."""
+        """Judge synced step ``t``: flat dicts of numpy arrays (``Exact`` for counts) from each
+        side. Steps are judged in chunks (a few MB of arrays): one pass over a chunk's steps at
+        once, and torch's and JAX's steps run back to back in between."""
         if not self.keys:
             self._lay_out(torch_side)
         for side, results in (("jax", jax_side), ("reference", reference), ("jax's float64 step", jax_reference)):
@@ -316,37 +321,82 @@ class StepJudge:
                 check_same_keys(f"step {t}: the sides report different quantities", results, torch_side, side, "torch")
         notes = {key: "" for key in self.keys}
         arrays = self._floats(jax_side, torch_side, reference, jax_reference, notes)
-        numbers = self._judge_floats(arrays, notes) if self.float_keys else {}
-        passed = {key: numbers["band_ratio"][key] <= 1 and not notes[key] for key in self.float_keys}
+        exact = {}
         for key in self.exact_keys:
-            exact = _compare_exact(key, np.asarray(unwrap(jax_side[key])), np.asarray(unwrap(torch_side[key])),
-                                   None if reference is None else np.asarray(unwrap(reference[key])))
-            for field in _FIELDS:
-                numbers.setdefault(field, {})[key] = getattr(exact, field)
-            passed[key], notes[key] = exact.passed, exact.note
-        self.steps.append(t)
+            a, b = np.asarray(unwrap(jax_side[key])), np.asarray(unwrap(torch_side[key]))
+            if a.shape == b.shape and a.dtype.kind in "iu" and np.array_equal(a, b):  # a count, as it should be
+                exact[key] = _EXACT_AGREES
+            else:
+                exact[key] = _compare_exact(key, a, b, None if reference is None else np.asarray(unwrap(reference[key])))
+        self._pending.append((t, arrays, notes, exact, jax_side, torch_side, reference is not None))
+        if len(self._pending) >= self._chunk:
+            self.flush()
+
+    def flush(self) -> None:
+        """Judge the steps added and not judged yet."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        notes = [step_notes for _, _, step_notes, *_ in pending]
+        # (steps, quantities) per field, NaN for a number the rule has not (no reference).
+        numbers = {field: np.full((len(pending), len(self.keys)), np.nan) for field in _FIELDS}
+        if self.float_keys:
+            stacked = {side: self._chunk_arrays[side][:len(pending)] for side in pending[0][1]}
+            for field, values in self._judge_floats(stacked, notes).items():
+                numbers[field][:, self.float_columns] = values
+        for row, (_, _, step_notes, exact, *_) in enumerate(pending):
+            for key, verdict in exact.items():
+                for field in _FIELDS:
+                    value = getattr(verdict, field)
+                    numbers[field][row, self.keys.index(key)] = np.nan if value is None else value
+                step_notes[key] = verdict.note
+        noted = np.array([[bool(step_notes[key]) for key in self.keys] for step_notes in notes])
+        exact_failed = np.zeros_like(noted)
+        for row, (_, _, _, exact, *_) in enumerate(pending):
+            for key, verdict in exact.items():
+                exact_failed[row, self.keys.index(key)] = not verdict.passed
+                noted[row, self.keys.index(key)] = False  # an exact value's note is information
+        passed = (numbers["band_ratio"] <= 1) & ~noted & ~exact_failed
+        for row, (t, _, step_notes, _, jax_side, torch_side, has_reference) in enumerate(pending):
+            self.steps.append(t)
+            if not passed[row].all():
+                self.failures[t] = {key: (has_reference and key in self.float_keys, step_notes[key])
+                                    for key, ok in zip(self.keys, passed[row]) if not ok}
+                for key in self.failures[t]:
+                    self._failing_values[t, key] = (numbers["band_ratio"][row, self.keys.index(key)],
+                                                    summarize(unwrap(jax_side[key])), summarize(unwrap(torch_side[key])))
+        ratios = np.where(passed, numbers["band_ratio"], -np.inf)
+        for column, key in enumerate(self.keys):  # the summaries of the worst passing step so far
+            row = int(np.argmax(ratios[:, column]))
+            if passed[row, column] and (key not in self._worst_passing or ratios[row, column] > self._worst_passing[key][0]):
+                _, _, _, _, jax_side, torch_side, _ = pending[row]
+                self._worst_passing[key] = (float(ratios[row, column]), summarize(unwrap(jax_side[key])),
+                                            summarize(unwrap(torch_side[key])))
         for field in _FIELDS:
-            self.numbers[field].append([numbers[field][key] for key in self.keys])
-        self.numbers["passed"].append([passed[key] for key in self.keys])
-        for key in self.keys:
-            ratio_ = numbers["band_ratio"][key]
-            if not passed[key]:
-                self._failing_values[t, key] = (ratio_, summarize(unwrap(jax_side[key])), summarize(unwrap(torch_side[key])))
-            elif key not in self._worst_passing or ratio_ > self._worst_passing[key][0]:
-                self._worst_passing[key] = (ratio_, summarize(unwrap(jax_side[key])), summarize(unwrap(torch_side[key])))
-        if not all(passed.values()):
-            self.failures[t] = {key: (reference is not None and key in self.float_keys, notes[key])
-                                for key in self.keys if not passed[key]}
+            self.numbers[field].append(numbers[field])
+        self.numbers["passed"].append(passed)
 
     def _lay_out(self, torch_side: dict) -> None:
         """The quantities' order, kinds and shapes, from the first step."""
         self.keys = list(torch_side)
         self.exact_keys = [key for key, value in torch_side.items() if isinstance(value, Exact)]
         self.float_keys = [key for key in self.keys if key not in self.exact_keys]
+        self.float_columns = [self.keys.index(key) for key in self.float_keys]
         self.shapes = {key: np.shape(torch_side[key]) for key in self.float_keys}
         sizes = [int(np.prod(self.shapes[key])) for key in self.float_keys]
         self.starts = np.cumsum([0] + sizes[:-1])
         self.ends = np.cumsum(sizes)
+        # As many steps a chunk as fit in ~4 MB of the four sides. arrays (a cache, not memory), at most 16.
+        self._chunk = int(np.clip(4e6 / (32 * max(sum(sizes), 1)), 1, 16))
+        # The noise of a long quantity is found row by row (band.row_noise); the short ones
+        # (a loss, biases) are laid side by side as the rows of one padded array (band.noise).
+        self.long = [(start, end) for start, end in zip(self.starts, self.ends) if end - start > _SHORT]
+        short = [(i, start, end) for i, (start, end) in enumerate(zip(self.starts, self.ends)) if end - start <= _SHORT]
+        self.short_at = np.concatenate([np.arange(start, end) for _, start, end in short] or [np.zeros(0, int)])
+        self.short_rows = np.repeat(np.arange(len(short)), [end - start for _, start, end in short])
+        self.short_columns = np.concatenate([np.arange(end - start) for _, start, end in short] or [np.zeros(0, int)])
+        self.short_valid = np.zeros((len(short), max((end - start for _, start, end in short), default=0)), bool)
+        self.short_valid[self.short_rows, self.short_columns] = True
         self.gradient_keys = [(i, key.split("/", 1)[1]) for i, key in enumerate(self.float_keys)
                               if key.startswith("gradient/")]
 
@@ -355,8 +405,14 @@ class StepJudge:
         judged (a shape, a dtype, a wrapper) is noted and laid as zeros."""
         sides = {"jax": jax_side, "torch": torch_side, "reference": reference, "jax_reference": jax_reference}
         arrays = {side: [] for side, results in sides.items() if results is not None}
+        expected_dtypes = {"jax": self.dtype, "torch": self.dtype, "reference": np.float64, "jax_reference": np.float64}
         for key in self.float_keys:
             values = {side: sides[side][key] for side in arrays}
+            if all(isinstance(value, np.ndarray) and value.shape == self.shapes[key]
+                   and value.dtype == expected_dtypes[side] for side, value in values.items()):
+                for side, value in values.items():  # what every step gives: nothing to note
+                    arrays[side].append(value.ravel())
+                continue
             wrapped = [side for side, value in values.items() if isinstance(value, (Exact, Logits, History))]
             values = {side: np.asarray(value) for side, value in values.items()}
             shapes = {np.shape(value) for value in values.values()}
@@ -370,59 +426,98 @@ class StepJudge:
                     .replace("jax", "jax's float64 step") if "jax_reference" in values else "")
             for side, value in values.items():
                 arrays[side].append(np.zeros(self.shapes[key]).ravel() if notes[key] else value.ravel())
-        return {side: np.concatenate(parts).astype(np.float64, copy=False) for side, parts in arrays.items()}
+        row = len(self._pending)  # this step's row of the chunk's arrays, written in place
+        for side, parts in arrays.items():
+            if side not in self._chunk_arrays:
+                self._chunk_arrays[side] = np.empty((self._chunk, int(self.ends[-1]) if len(self.ends) else 0))
+            np.concatenate(parts, out=self._chunk_arrays[side][row], casting="same_kind")
+        return {side: self._chunk_arrays[side][row] for side in arrays}
+
+    def _largest_relative(self, diff: np.ndarray, torch_size: np.ndarray) -> np.ndarray:
+        """Per quantity, the largest ``|jax - torch| / |torch|`` (inf where torch is 0 and jax
+        is not), in one division: a zero is divided as the least positive float."""
+        tiny = np.finfo(np.float64).tiny
+        largest = self._per_quantity(diff / np.maximum(torch_size, tiny))
+        return np.where(largest > 1e300, np.inf, largest)
 
     def _per_quantity(self, values: np.ndarray) -> np.ndarray:
-        return np.maximum.reduceat(values, self.starts)
+        """``(steps, elements)`` to each step's largest per quantity, ``(steps, quantities)``."""
+        return np.maximum.reduceat(values, self.starts, axis=1)
 
-    def _judge_floats(self, arrays: dict, notes: dict) -> dict:
+    def _judge_floats(self, arrays: dict, notes: list[dict]) -> dict[str, np.ndarray]:
+        """A chunk's float quantities (each side ``(steps, elements)``): each field's numbers,
+        ``(steps, float quantities)``; the reference's fields only with one."""
+        if not all(np.isfinite(x).all() for x in arrays.values()):
+            for row, step_notes in enumerate(notes):
+                self._note_nonfinite({side: x[row] for side, x in arrays.items()}, step_notes)
+            arrays = {side: np.nan_to_num(x) for side, x in arrays.items()}  # non-finite places noted: no distance
         a, b = arrays["jax"], arrays["torch"]
         reference, jax_reference = arrays.get("reference"), arrays.get("jax_reference")
-        if not all(np.isfinite(x).all() for x in arrays.values()):
-            self._note_nonfinite(arrays, notes)
-            arrays = {side: np.nan_to_num(x) for side, x in arrays.items()}  # non-finite places noted: no distance
-            a, b = arrays["jax"], arrays["torch"]
-            reference, jax_reference = arrays.get("reference"), arrays.get("jax_reference")
         diff = np.abs(a - b)
         torch_size = np.abs(b)
         direct = diff / band.direct_allowed(torch_size, self.dtype)  # atol > 0: never a zero denominator
         numbers = {"max_abs_err": self._per_quantity(diff),
-                   "max_rel_err": self._per_quantity(band.ratio(diff, torch_size)),
+                   "max_rel_err": self._largest_relative(diff, torch_size),
                    "direct_passed": self._per_quantity(direct) <= 1}
-        largest_gradient = self._per_quantity(torch_size)
+        largest_gradient = self._per_quantity(torch_size).max(axis=0)
         for i, name in self.gradient_keys:
             self.largest_gradient[name] = max(self.largest_gradient.get(name, 0.0), float(largest_gradient[i]))
         if reference is None:
             numbers["band_ratio"] = self._per_quantity(direct)
-            numbers |= {field: [None] * len(self.float_keys) for field in ("jax_ref_err", "torch_ref_err",
-                                                                           "factor_needed")}
         else:
             numbers |= self._judge_band(a, b, reference, jax_reference, notes)
-        return {field: dict(zip(self.float_keys, np.asarray(values).tolist())) for field, values in numbers.items()}
+        return numbers
 
-    def _judge_band(self, a, b, reference, jax_reference, notes) -> dict:
-        """The band on finite arrays (non-finite places, which agree, zeroed before)."""
+    def _judge_band(self, a, b, reference, jax_reference, notes: list[dict]) -> dict:
+        """The band on finite ``(steps, elements)`` arrays (non-finite places, which agree,
+        zeroed before), each step's envelope reaching back over the steps judged before."""
         magnitude = np.abs(reference)
         distance64 = np.abs(jax_reference - reference)
-        differs64 = self._per_quantity(distance64 / band.direct_allowed(magnitude, np.float64))
-        if (differs64 > 1).any():
-            for key, excess, distance in zip(self.float_keys, differs64, self._per_quantity(distance64)):
-                if excess > 1 and not notes[key]:
-                    notes[key] = (f"JAX's and torch's float64 results from the same inputs differ by "
-                                  f"{distance:.3g}: the algorithm differs")
+        differs64 = distance64 > band.direct_allowed(magnitude, np.float64)
+        if differs64.any():
+            per_quantity = np.logical_or.reduceat(differs64, self.starts, axis=1)
+            for row, key_index in zip(*np.nonzero(per_quantity)):
+                key = self.float_keys[key_index]
+                if not notes[row][key]:
+                    distance = self._per_quantity(distance64[row:row + 1])[0, key_index]
+                    notes[row][key] = (f"JAX's and torch's float64 results from the same inputs differ by "
+                                       f"{distance:.3g}: the algorithm differs")
         torch_err = np.abs(b - reference)
-        envelope = torch_err.copy()
-        for earlier in self._recent:
-            np.maximum(envelope, earlier, out=envelope)
-        self._recent.append(torch_err)
+        envelope = self._envelope(torch_err)
         jax_err = np.abs(a - jax_reference)
         level = np.empty_like(envelope)
-        for start, end in zip(self.starts, self.ends):
-            level[start:end] = band.noise(envelope[None, start:end], magnitude[None, start:end])[0]
+        for row in range(len(level)):
+            for start, end in self.long:
+                level[row, start:end] = band.row_noise(envelope[row, start:end], magnitude[row, start:end])
+        if len(self.short_at):
+            rows, columns = self.short_rows, self.short_columns
+            shape = (len(level),) + self.short_valid.shape
+            padded, sizes = np.zeros(shape), np.ones(shape)
+            padded[:, rows, columns], sizes[:, rows, columns] = envelope[:, self.short_at], magnitude[:, self.short_at]
+            valid = np.broadcast_to(self.short_valid, shape).reshape(-1, shape[2])
+            judged = band.noise(padded.reshape(-1, shape[2]), sizes.reshape(-1, shape[2]), valid).reshape(shape)
+            level[:, self.short_at] = judged[:, rows, columns]
         base = band.floor(magnitude)
         return {"band_ratio": self._per_quantity(band.ratio(jax_err, self.factor * level + base)),
                 "factor_needed": self._per_quantity(band.ratio(np.maximum(jax_err - base, 0.0), level)),
                 "jax_ref_err": self._per_quantity(jax_err), "torch_ref_err": self._per_quantity(torch_err)}
+
+    def _envelope(self, torch_err: np.ndarray) -> np.ndarray:
+        """Each step's largest torch distance over it and the ``MIN_BAND_WINDOW - 1`` synced
+        steps before: the window within the chunk, then, for the chunk's first steps, the
+        remembered steps' suffix still inside the window (suffix maxima, one pass)."""
+        window = band.MIN_BAND_WINDOW - 1
+        envelope = band.trailing_max(torch_err, band.MIN_BAND_WINDOW)
+        if self._recent is not None:
+            remembered = len(self._recent)
+            suffixes = np.maximum.accumulate(self._recent[::-1], axis=0)[::-1]  # suffixes[j] = max(recent[j:])
+            for row in range(min(len(envelope), window)):
+                start = max(0, remembered + row - window)  # the oldest remembered step row still sees
+                if start < remembered:
+                    np.maximum(envelope[row], suffixes[start], out=envelope[row])
+        kept = torch_err if self._recent is None else np.concatenate([self._recent, torch_err])
+        self._recent = kept[-window:]
+        return envelope
 
     def _note_nonfinite(self, arrays: dict, notes: dict) -> None:
         """Each quantity whose non-finite values differ between the sides, noted (the slow path)."""
@@ -436,42 +531,49 @@ class StepJudge:
     def rows(self, excluded: set[int] = frozenset()) -> list[Quantity]:
         """One row per quantity over the synced steps: its worst step and its first failing one.
         Steps in ``excluded`` (a discontinuity's) are named in the note, not judged."""
-        numbers = {field: np.asarray(values, dtype=object) for field, values in self.numbers.items()}
+        self.flush()
+        numbers = {field: np.concatenate(values) for field, values in self.numbers.items()}
         steps = np.asarray(self.steps)
         judged = ~np.isin(steps, list(excluded))
         if not judged.any():
             judged[:] = True
         rows = []
         for column, key in enumerate(self.keys):
-            passed = numbers["passed"][:, column].astype(bool)
+            passed = numbers["passed"][:, column]
             failing = steps[judged & ~passed]
             kinks = steps[~judged & ~passed]
-            worst_ratio, jax_summary, torch_summary = max(
+            _, jax_summary, torch_summary = max(
                 [self._worst_passing.get(key, (-1.0, "", ""))]
                 + [self._failing_values[int(t), key] for t in failing], key=lambda item: item[0])
             worst_note = next((self.failures[int(t)][key][1] for t in failing if self.failures[int(t)][key][1]), "")
 
-            def largest_judged(field):
-                values = [v for v in numbers[field][judged, column] if v is not None]
-                return max(values) if values else None
+            def largest(field, where=judged):
+                values = numbers[field][where, column]
+                return None if np.isnan(values).all() else float(np.nanmax(values))
 
             is_float = key in self.float_keys
             rtol, atol = band.TOLERANCES[self.dtype] if is_float else (0.0, 0.0)
-            rule = (("float32 band" if numbers["jax_ref_err"][0, column] is not None else f"{self.dtype.name} direct")
+            rule = (("float32 band" if largest("jax_ref_err") is not None else f"{self.dtype.name} direct")
                     if is_float else "exact")
             note = ((f"differs at step {failing[0]} ({len(failing)} of {len(steps)} synced steps)"
                      + (f": {worst_note}" if worst_note else "")) if len(failing) else
                     f"out of band at {len(kinks)} step(s) at a discontinuity (from step {kinks[0]}; information)"
                     if len(kinks) else "")
+            everywhere = np.ones(len(steps), bool)
             rows.append(Quantity(
                 f"{key} (synced)", "history" if is_float else "exact", rule, jax_summary, torch_summary,
-                max(numbers["max_abs_err"][:, column]), max(numbers["max_rel_err"][:, column]), rtol, atol,
-                bool(all(numbers["direct_passed"][:, column])), largest_judged("jax_ref_err"),
-                largest_judged("torch_ref_err"), float(max(numbers["band_ratio"][judged, column])),
-                largest_judged("factor_needed"), int(failing[0]) if len(failing) else None, not len(failing), note))
+                largest("max_abs_err", everywhere), largest("max_rel_err", everywhere), rtol, atol,
+                bool(numbers["direct_passed"][:, column].all()), largest("jax_ref_err"), largest("torch_ref_err"),
+                largest("band_ratio"), largest("factor_needed"), int(failing[0]) if len(failing) else None,
+                not len(failing), note))
         return rows
 
 
+# A quantity of at most this many elements is short: its noise is found beside the others'.
+_SHORT = 256
+# What an exact quantity that agrees (a step count, num_batches_tracked) is judged, without the
+# arithmetic of _compare_exact: its numbers are all zero.
+_EXACT_AGREES = Quantity("", "exact", "exact", "", "", 0.0, 0.0, 0.0, 0.0, True, None, None, 0.0, None, None, True)
 # The numbers the step judge keeps per step and quantity (with whether it passed).
 _FIELDS = ("max_abs_err", "max_rel_err", "direct_passed", "jax_ref_err", "torch_ref_err", "band_ratio",
            "factor_needed")

@@ -20,7 +20,7 @@ import optax
 
 from funcgrad.optim import torch_state
 from funcgrad.parity.values import Exact
-from funcgrad.state_dict import flat_shapes, nested, to_state_dict
+from funcgrad.state_dict import flat, flat_shapes, nested, to_state_dict
 
 
 class TorchObjects(NamedTuple):
@@ -245,8 +245,7 @@ class Stages(NamedTuple):
     def jax_results(self, outputs) -> dict:
         """The results of :class:`JaxStep`'s ``synced``, fetched to the host."""
         loss, new_buffers, grads, new_params, new_state = outputs
-        return self.results(loss, to_state_dict(new_buffers), to_state_dict(grads), to_state_dict(new_params),
-                            jax.tree.leaves(new_state))
+        return self.results(loss, flat(new_buffers), flat(grads), flat(new_params), jax.tree.leaves(new_state))
 
     def torch_results(self, objects: TorchObjects, loss, grads: dict, after: Snapshot, step: int) -> dict:
         """torch's step's results, its new state read from ``after`` as the plan reads it."""

@@ -346,6 +346,7 @@ def _verdict(dtype_name: str, judge: StepJudge, torch_run: dict, jax_run: dict, 
     a BatchNorm, whose gradient is zero but for rounding) follow the rounding, which
     differs between frameworks, and the BatchNorm's running mean follows that bias."""
     dtype = np.dtype(dtype_name)
+    judge.flush()
     steps = len(judge.steps)
     kinks = _discontinuities(dtype, judge)
     synced = judge.rows(kinks)
