@@ -232,3 +232,13 @@ def test_the_noise_found_by_binary_search_is_the_noise_the_error_model_defines(s
     rows = np.stack([envelope, envelope[::-1]])
     np.testing.assert_array_equal(band.noise(rows, np.stack([magnitude, magnitude[::-1]])),
                                   np.stack([expected, brute_force_noise(envelope[::-1], magnitude[::-1])]))
+
+
+@pytest.mark.parametrize("width", [1, 3, 10])
+def test_the_running_maximum_is_the_largest_of_the_last_rows_pushed(width):
+    from funcgrad.parity import band
+
+    rows = np.random.default_rng(width).random((47, 5))
+    window = band.RunningMaximum(width, 5)
+    pushed = np.stack([window.push(row) for row in rows])
+    np.testing.assert_array_equal(pushed, band.trailing_max(rows, width))

@@ -90,13 +90,17 @@ def allowed(noise_level: np.ndarray, magnitude: np.ndarray, factor: float = BAND
     return factor * noise_level + floor(magnitude)
 
 
-def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+def ratio(numerator: np.ndarray, denominator: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``numerator / denominator``, 0 where both are 0 and inf where only the denominator is
-    (the numerators are distances, never negative)."""
+    (the numerators are distances, never negative); into ``out`` if given."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.divide(numerator, denominator)
-    if not np.isfinite(out).all():
-        out = np.where(denominator == 0, np.where(numerator > 0, np.inf, 0.0), out)
+        result = np.divide(numerator, denominator, out=out)
+    if np.isfinite(result).all():
+        return result
+    fixed = np.where(denominator == 0, np.where(numerator > 0, np.inf, 0.0), result)
+    if out is None:
+        return fixed
+    out[...] = fixed
     return out
 
 
@@ -119,6 +123,41 @@ def window(num_steps: int) -> int:
     return max(MIN_BAND_WINDOW, num_steps // 100)
 
 
+class RunningMaximum:
+    """The largest of the last ``width`` rows pushed, element by element, in a few passes a
+    row whatever the width (van Herk and Gil-Werman's blocks: the running maximum of the
+    current block against the suffix maxima of the block before, computed once a block).
+
+        window = RunningMaximum(10, n)
+        envelope = window.push(torch_err)          # max over this row and the 9 before
+    """
+
+    def __init__(self, width: int, size: int):
+        self.width, self.position, self.suffixes = width, 0, None
+        self.block, self.prefix = np.empty((width, size)), np.empty(size)
+
+    def push(self, row: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        p = self.position
+        self.block[p] = row
+        if p == 0:
+            self.prefix[...] = row
+        else:
+            np.maximum(self.prefix, row, out=self.prefix)
+        # The window is this block's rows 0..p and the block before's p+1.. (all of it is this block's at its end).
+        out = np.empty_like(self.prefix) if out is None else out
+        if self.suffixes is None or p == self.width - 1:
+            out[...] = self.prefix
+        else:
+            np.maximum(self.prefix, self.suffixes[p + 1], out=out)
+        self.position = (p + 1) % self.width
+        if self.position == 0:  # the block is full: its suffix maxima serve the next one
+            self.suffixes = self.block.copy() if self.suffixes is None else self.suffixes
+            self.suffixes[-1] = self.block[-1]
+            for j in range(self.width - 2, -1, -1):
+                np.maximum(self.block[j], self.suffixes[j + 1], out=self.suffixes[j])
+        return out
+
+
 def trailing_max(values: np.ndarray, steps: int) -> np.ndarray:
     """``out[t] = max(values[t - steps + 1 : t + 1])`` along the first axis."""
     out = values.copy()
@@ -134,7 +173,7 @@ def _row_level(values: np.ndarray, mask: np.ndarray) -> float:
     the elements are first cut at a lower quantile of a sample: if at least the ``size - k``
     largest lie above the cut, the answer is the least of those, selected among the few; else
     (a sample that missed) the whole selection runs. Either way the same element."""
-    picked = values[mask]
+    picked = values if mask.all() else values[mask]  # a view where every element counts: no copy
     if not picked.size:
         return 0.0
     k = int(np.floor((picked.size - 1) * NOISE_QUANTILE))
@@ -183,16 +222,18 @@ def _largest_at_or_below(values: np.ndarray, magnitude_: np.ndarray) -> np.ndarr
     return out
 
 
-def row_noise(envelope: np.ndarray, magnitude_: np.ndarray) -> np.ndarray:
+def row_noise(envelope: np.ndarray, magnitude_: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """:func:`noise` of one long row (1-D arrays), in ``O(n log k)``: only the elements above
     the level can raise a noise above it, and by the level's definition they are at most 1 %
     of the nonzero elements, so only those are sorted by magnitude; their running maximum is
     taken, and every element finds its own by a binary search among the few places where it
     rises."""
     level = _row_level(envelope, magnitude_ > 0)
+    out = np.empty(envelope.shape) if out is None else out
+    out[...] = level
     sources = np.flatnonzero(envelope > level)
     if not sources.size:
-        return np.full(envelope.shape, level)
+        return out
     order = np.argsort(magnitude_[sources], kind="stable")
     sorted_magnitude = magnitude_[sources][order]
     running = np.maximum.accumulate(envelope[sources][order])  # the largest over the sources of least magnitude
@@ -201,10 +242,16 @@ def row_noise(envelope: np.ndarray, magnitude_: np.ndarray) -> np.ndarray:
     levels, thresholds = np.concatenate([[level], running[records]]), sorted_magnitude[records]
     # An element below every source in magnitude keeps the level; only the others are searched
     # (the sources, torch's largest distances, tend to be its largest elements).
-    searched = np.flatnonzero(magnitude_ >= thresholds[0])
-    out = np.full(envelope.shape, level)
-    out[searched] = levels[np.searchsorted(thresholds, magnitude_[searched], side="right")]
+    for start in range(0, len(magnitude_), _BLOCK):  # in blocks: no temporary large enough to fault its pages in
+        block = magnitude_[start:start + _BLOCK]
+        searched = np.flatnonzero(block >= thresholds[0])
+        out[start + searched] = levels[np.searchsorted(thresholds, block[searched], side="right")]
     return out
+
+
+# Elements searched at a time: a block's temporaries (~64 KB) come from memory the process
+# holds, where a large model's whole row would be fresh pages, faulted in at every step.
+_BLOCK = 8192
 
 
 def judge(jax_err: np.ndarray, envelope: np.ndarray, magnitude_: np.ndarray, factor: float = BAND_FACTOR) -> dict:

@@ -304,7 +304,8 @@ class StepJudge:
         self.largest_gradient: dict[str, float] = {}
         self._worst_passing: dict[str, tuple[float, str, str]] = {}
         self._failing_values: dict[tuple[int, str], tuple[float, str, str]] = {}
-        self._recent = None  # torch's distances at the last synced steps judged: the envelope's memory
+        self._window = None  # torch's distances at the last synced steps judged: the envelope's memory
+        self._work: dict[str, np.ndarray] = {}
         self._pending: list = []
         self._chunk = 1
         self._chunk_arrays: dict[str, np.ndarray] = {}  # each side's (chunk, elements) floats
@@ -388,6 +389,7 @@ class StepJudge:
         self.ends = np.cumsum(sizes)
         # As many steps a chunk as fit in ~4 MB of the four sides. arrays (a cache, not memory), at most 16.
         self._chunk = int(np.clip(4e6 / (32 * max(sum(sizes), 1)), 1, 16))
+        self._window = band.RunningMaximum(band.MIN_BAND_WINDOW, sum(sizes))
         # The noise of a long quantity is found row by row (band.row_noise); the short ones
         # (a loss, biases) are laid side by side as the rows of one padded array (band.noise).
         self.long = [(start, end) for start, end in zip(self.starts, self.ends) if end - start > _SHORT]
@@ -444,26 +446,40 @@ class StepJudge:
         """``(steps, elements)`` to each step's largest per quantity, ``(steps, quantities)``."""
         return np.maximum.reduceat(values, self.starts, axis=1)
 
+    def _buffer(self, name: str, rows: int, dtype=np.float64) -> np.ndarray:
+        """A work array of the chunk's shape, made once: a fresh array of a large model's size
+        costs more in page faults than the arithmetic written into it (numpy's temporaries
+        are returned to the system when freed, and every new one faults its pages in again)."""
+        if name not in self._work:
+            self._work[name] = np.empty((self._chunk, int(self.ends[-1])), dtype)
+        return self._work[name][:rows]
+
     def _judge_floats(self, arrays: dict, notes: list[dict]) -> dict[str, np.ndarray]:
         """A chunk's float quantities (each side ``(steps, elements)``): each field's numbers,
-        ``(steps, float quantities)``; the reference's fields only with one."""
+        ``(steps, float quantities)``; the reference's fields only with one. Written into the
+        judge's work arrays, no temporary of the chunk's size made."""
         if not all(np.isfinite(x).all() for x in arrays.values()):
             for row, step_notes in enumerate(notes):
                 self._note_nonfinite({side: x[row] for side, x in arrays.items()}, step_notes)
-            arrays = {side: np.nan_to_num(x) for side, x in arrays.items()}  # non-finite places noted: no distance
+            for x in arrays.values():  # non-finite places noted (and alike): no distance
+                np.nan_to_num(x, copy=False)
         a, b = arrays["jax"], arrays["torch"]
         reference, jax_reference = arrays.get("reference"), arrays.get("jax_reference")
-        diff = np.abs(a - b)
-        torch_size = np.abs(b)
-        direct = diff / band.direct_allowed(torch_size, self.dtype)  # atol > 0: never a zero denominator
-        numbers = {"max_abs_err": self._per_quantity(diff),
-                   "max_rel_err": self._largest_relative(diff, torch_size),
-                   "direct_passed": self._per_quantity(direct) <= 1}
-        largest_gradient = self._per_quantity(torch_size).max(axis=0)
+        rows = len(a)
+        diff, size, work = self._buffer("diff", rows), self._buffer("size", rows), self._buffer("work", rows)
+        np.abs(np.subtract(a, b, out=diff), out=diff)
+        np.abs(b, out=size)
+        rtol, atol = band.TOLERANCES[self.dtype]
+        np.divide(diff, np.add(np.multiply(size, rtol, out=work), atol, out=work), out=work)  # atol > 0
+        direct = self._per_quantity(work)
+        numbers = {"max_abs_err": self._per_quantity(diff), "direct_passed": direct <= 1}
+        largest = self._per_quantity(np.divide(diff, np.maximum(size, np.finfo(np.float64).tiny, out=work), out=work))
+        numbers["max_rel_err"] = np.where(largest > 1e300, np.inf, largest)  # a zero divided as the least float
+        largest_gradient = self._per_quantity(size).max(axis=0)
         for i, name in self.gradient_keys:
             self.largest_gradient[name] = max(self.largest_gradient.get(name, 0.0), float(largest_gradient[i]))
         if reference is None:
-            numbers["band_ratio"] = self._per_quantity(direct)
+            numbers["band_ratio"] = direct
         else:
             numbers |= self._judge_band(a, b, reference, jax_reference, notes)
         return numbers
@@ -471,9 +487,13 @@ class StepJudge:
     def _judge_band(self, a, b, reference, jax_reference, notes: list[dict]) -> dict:
         """The band on finite ``(steps, elements)`` arrays (non-finite places, which agree,
         zeroed before), each step's envelope reaching back over the steps judged before."""
-        magnitude = np.abs(reference)
-        distance64 = np.abs(jax_reference - reference)
-        differs64 = distance64 > band.direct_allowed(magnitude, np.float64)
+        rows = len(a)
+        magnitude, work, spare = (self._buffer(name, rows) for name in ("magnitude", "work", "spare"))
+        np.abs(reference, out=magnitude)
+        rtol, atol = band.TOLERANCES[np.dtype(np.float64)]
+        distance64 = np.abs(np.subtract(jax_reference, reference, out=work), out=work)
+        differs64 = np.greater(distance64, np.add(np.multiply(magnitude, rtol, out=spare), atol, out=spare),
+                               out=self._buffer("flag", rows, bool))
         if differs64.any():
             per_quantity = np.logical_or.reduceat(differs64, self.starts, axis=1)
             for row, key_index in zip(*np.nonzero(per_quantity)):
@@ -482,42 +502,31 @@ class StepJudge:
                     distance = self._per_quantity(distance64[row:row + 1])[0, key_index]
                     notes[row][key] = (f"JAX's and torch's float64 results from the same inputs differ by "
                                        f"{distance:.3g}: the algorithm differs")
-        torch_err = np.abs(b - reference)
-        envelope = self._envelope(torch_err)
-        jax_err = np.abs(a - jax_reference)
-        level = np.empty_like(envelope)
-        for row in range(len(level)):
+        torch_err = np.abs(np.subtract(b, reference, out=self._buffer("torch_err", rows)), out=self._buffer("torch_err", rows))
+        envelope = self._buffer("envelope", rows)
+        for row in range(rows):
+            self._window.push(torch_err[row], out=envelope[row])
+        jax_err = np.abs(np.subtract(a, jax_reference, out=self._buffer("jax_err", rows)), out=self._buffer("jax_err", rows))
+        level = self._buffer("level", rows)
+        for row in range(rows):
             for start, end in self.long:
-                level[row, start:end] = band.row_noise(envelope[row, start:end], magnitude[row, start:end])
+                band.row_noise(envelope[row, start:end], magnitude[row, start:end], out=level[row, start:end])
         if len(self.short_at):
-            rows, columns = self.short_rows, self.short_columns
-            shape = (len(level),) + self.short_valid.shape
+            short_rows, columns = self.short_rows, self.short_columns
+            shape = (rows,) + self.short_valid.shape
             padded, sizes = np.zeros(shape), np.ones(shape)
-            padded[:, rows, columns], sizes[:, rows, columns] = envelope[:, self.short_at], magnitude[:, self.short_at]
+            padded[:, short_rows, columns], sizes[:, short_rows, columns] = (envelope[:, self.short_at],
+                                                                             magnitude[:, self.short_at])
             valid = np.broadcast_to(self.short_valid, shape).reshape(-1, shape[2])
             judged = band.noise(padded.reshape(-1, shape[2]), sizes.reshape(-1, shape[2]), valid).reshape(shape)
-            level[:, self.short_at] = judged[:, rows, columns]
-        base = band.floor(magnitude)
-        return {"band_ratio": self._per_quantity(band.ratio(jax_err, self.factor * level + base)),
-                "factor_needed": self._per_quantity(band.ratio(np.maximum(jax_err - base, 0.0), level)),
-                "jax_ref_err": self._per_quantity(jax_err), "torch_ref_err": self._per_quantity(torch_err)}
-
-    def _envelope(self, torch_err: np.ndarray) -> np.ndarray:
-        """Each step's largest torch distance over it and the ``MIN_BAND_WINDOW - 1`` synced
-        steps before: the window within the chunk, then, for the chunk's first steps, the
-        remembered steps' suffix still inside the window (suffix maxima, one pass)."""
-        window = band.MIN_BAND_WINDOW - 1
-        envelope = band.trailing_max(torch_err, band.MIN_BAND_WINDOW)
-        if self._recent is not None:
-            remembered = len(self._recent)
-            suffixes = np.maximum.accumulate(self._recent[::-1], axis=0)[::-1]  # suffixes[j] = max(recent[j:])
-            for row in range(min(len(envelope), window)):
-                start = max(0, remembered + row - window)  # the oldest remembered step row still sees
-                if start < remembered:
-                    np.maximum(envelope[row], suffixes[start], out=envelope[row])
-        kept = torch_err if self._recent is None else np.concatenate([self._recent, torch_err])
-        self._recent = kept[-window:]
-        return envelope
+            level[:, self.short_at] = judged[:, short_rows, columns]
+        base = np.multiply(magnitude, band.FLOOR_ULPS * band.EPS32, out=magnitude)  # magnitude is done with
+        limit = np.add(np.multiply(level, self.factor, out=work), base, out=work)
+        numbers = {"band_ratio": self._per_quantity(band.ratio(jax_err, limit, out=spare)),
+                   "jax_ref_err": self._per_quantity(jax_err), "torch_ref_err": self._per_quantity(torch_err)}
+        over = np.maximum(np.subtract(jax_err, base, out=work), 0.0, out=work)
+        numbers["factor_needed"] = self._per_quantity(band.ratio(over, level, out=spare))
+        return numbers
 
     def _note_nonfinite(self, arrays: dict, notes: dict) -> None:
         """Each quantity whose non-finite values differ between the sides, noted (the slow path)."""
