@@ -15,7 +15,6 @@ and, where the whole runs part, says where.
 import argparse
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import torch
 from sklearn.datasets import load_digits

@@ -279,3 +279,9 @@ def int_pair(what: str, name: str, value) -> tuple[int, int]:
     if len(pair) != 2 or not all(is_int(v) for v in pair):
         raise TypeError(f"{what}: {name} must be an int or a pair of ints, got {value!r}")
     return tuple(int(v) for v in pair)
+
+
+def check_probability(what: str, p) -> None:
+    """A dropout probability in [0, 1], as torch requires."""
+    if not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"{what}: dropout probability has to be between 0 and 1, but got {p}")

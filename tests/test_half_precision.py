@@ -1,5 +1,5 @@
 """float16 and bfloat16 are refused, with a TypeError naming the argument and its dtype, at
-every public function that takes params, data or a ``dtype`` — the functions README's
+every public function that takes params, data or a ``dtype`` — the functions docs/errors.md's
 errors table names, no more and no fewer."""
 
 import fnmatch
@@ -103,10 +103,10 @@ NOT_APPLICABLE = {
     "digits_as_mnist": "uint8 images", "load_mnist": "uint8 images", "download_mnist": "files",
     "mnist_cache_dir": "a path", "MNIST_ENV_VAR": "a name",
     "NonFiniteLossError": "an error", "MnistError": "an error", "ParityError": "an error",
-    "parity": "the verdict engine: no parity rule for half precision (ValueError, README's next row)",
-    "porting": "the assertions over two runs (ValueError, README's next row)",
-    "assert_same_run": "ValueError, README's next row",
-    "assert_same_training": "ValueError, README's next row",
+    "parity": "the verdict engine: no parity rule for half precision (ValueError, docs/errors.md's next row)",
+    "porting": "the assertions over two runs (ValueError, docs/errors.md's next row)",
+    "assert_same_run": "ValueError, docs/errors.md's next row",
+    "assert_same_training": "ValueError, docs/errors.md's next row",
     "record_jax_run": "its params go through to_state_dict",
     "record_torch_run": "records torch's own run",
     "stepwise": "a verdict over torch's steps", "assert_same_steps": "a verdict over torch's steps",
@@ -148,26 +148,26 @@ def test_every_public_name_is_either_checked_or_takes_no_floats():
 
 
 def readme_row(first_cell: str) -> str:
-    rows = [line for line in (REPO_ROOT / "README.md").read_text().splitlines()
+    rows = [line for line in (REPO_ROOT / "docs" / "errors.md").read_text().splitlines()
             if line.startswith(f"| {first_cell} |")]
-    assert len(rows) == 1, f"README's errors table needs exactly one row starting {first_cell!r}"
+    assert len(rows) == 1, f"docs/errors.md's table needs exactly one row starting {first_cell!r}"
     return rows[0]
 
 
 def functions_named(row: str) -> set[str]:
-    """The public names a README row quotes, globs such as ``fit_*`` expanded."""
+    """The public names a row of docs/errors.md quotes, globs such as ``fit_*`` expanded."""
     quoted = re.findall(r"`([A-Za-z_][\w*.]*)`", row)
     return {name for pattern in quoted for name in fnmatch.filter(fg.__all__, pattern.removeprefix("fg."))}
 
 
-def test_readme_names_exactly_the_functions_that_refuse_half_precision():
+def test_errors_page_names_exactly_the_functions_that_refuse_half_precision():
     row = readme_row("float16 or bfloat16 params, data or `dtype=`")
     assert "`TypeError`" in row
     assert functions_named(row) == {name for name, _, _ in ENTRIES}
 
 
 @HALVES
-def test_readme_parity_row_holds_the_verdicts_have_no_half_precision_rule(half):
+def test_errors_page_parity_row_holds_the_verdicts_have_no_half_precision_rule(half):
     row = readme_row("float16 or bfloat16 results to judge")
     assert "`ValueError`" in row and functions_named(row) == {"assert_same_run", "assert_same_training"}
     run = {"loss per step": parity.History(np.ones(3, half))}

@@ -8,7 +8,6 @@ SHAPES for why the float32 BatchNorm examples are drawn derandomized).
 """
 
 import functools
-import math
 import re
 
 import jax

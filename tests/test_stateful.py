@@ -3,7 +3,6 @@ recorded in the torch run's layout, judged whole and step by step, and a torch c
 continued under the synced verdict."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch

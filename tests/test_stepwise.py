@@ -6,9 +6,9 @@ agrees is examples/port_your_model_stepwise.py (tests/test_examples.py) and the 
 digits-mlp-synced (tests/test_parity.py).
 """
 
-import dataclasses
 import jax
 import numpy as np
+import optax
 import pytest
 import torch
 
@@ -215,3 +215,25 @@ def test_a_synced_steps_envelope_reaches_back_over_the_window_whatever_the_chunk
         judge.add(t, jax_side, torch_side, reference, reference)
     judge.flush()
     assert sorted(judge.failures) == [t for t in range(30) if not 5 <= t <= 14]
+
+
+def clip(model):
+    return torch.nn.utils.clip_grad_norm_(model.parameters(), 0.05)
+
+
+def test_a_loop_that_clips_after_backward_is_judged_with_the_clip_in_the_optimizer():
+    clipped = optax.chain(fg.optim.clip_grad_norm(0.05), fg.optim.sgd(0.1, momentum=0.9))
+    verdicts = fg.assert_same_steps(jax_loss, clipped, torch_setup, torch_loss, BATCHES, torch_after_backward=clip)
+    assert all(v.passed and v.synced_steps == 3 for v in verdicts.values())
+
+
+def test_a_port_that_forgets_torchs_clip_is_named_at_the_optimizer_with_its_gradients_agreeing():
+    with pytest.raises(fg.ParityError, match=r"float64, step 0: the optimizer.s trace of bias differs .*"
+                                             r"\(loss and gradients agree\)"):
+        fg.assert_same_steps(jax_loss, OPTIMIZER, torch_setup, torch_loss, BATCHES, dtypes=["float64"],
+                             torch_after_backward=clip)
+
+
+def test_an_after_backward_hook_that_is_not_a_function_is_refused_by_name():
+    with pytest.raises(TypeError, match="torch_after_backward must be a function of the torch model"):
+        fg.compare_steps(jax_loss, OPTIMIZER, torch_setup, torch_loss, BATCHES, torch_after_backward=1.0)

@@ -4,7 +4,6 @@ sides (fg.layers.replay_dropout), the buffers judged beside the loss. And the bu
 port of such a model makes, each caught at its step, stage and layer."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch

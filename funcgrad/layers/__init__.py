@@ -9,12 +9,40 @@
 One module per idea: ``base`` (the ``Layer`` pair, its printed form, torch's default init,
 the strict check of a layer's params), ``linear`` (Linear, MLP), ``conv`` (Conv2d), ``pool``
 (pools, flatten), ``norm`` (BatchNorm, LayerNorm), ``embedding``, ``activations``,
-``dropout`` (masks both frameworks share) and ``sequential`` (the layers and their
+``dropout`` (masks both frameworks share), ``attention`` (scaled dot-product attention,
+``nn.MultiheadAttention``), ``transformer`` (``nn.TransformerEncoderLayer``), ``gpt``
+(nanoGPT's blocks and model, the tied embedding) and ``sequential`` (the layers and their
 composition).
 """
 
 from funcgrad.layers.base import Layer
 from funcgrad.layers.linear import linear_apply, linear_init, mlp_apply, mlp_init
+from funcgrad.layers.attention import (
+    MultiheadAttention,
+    multihead_attention_apply,
+    multihead_attention_init,
+    scaled_dot_product_attention,
+)
+from funcgrad.layers.gpt import (
+    GPT,
+    GPTConfig,
+    causal_self_attention_apply,
+    causal_self_attention_init,
+    gpt_apply,
+    gpt_block_apply,
+    gpt_block_init,
+    gpt_from_state_dict,
+    gpt_init,
+    gpt_mlp_apply,
+    gpt_mlp_init,
+    gpt_to_state_dict,
+    positional_embedding_apply,
+)
+from funcgrad.layers.transformer import (
+    TransformerEncoderLayer,
+    transformer_encoder_layer_apply,
+    transformer_encoder_layer_init,
+)
 from funcgrad.layers.activations import elu, gelu, hardtanh, leaky_relu, mish, relu, relu6, sigmoid, silu, softplus, tanh
 from funcgrad.layers.conv import conv2d_apply, conv2d_init
 from funcgrad.layers.dropout import dropout, dropout_mask, layer_key, replay_dropout
@@ -32,7 +60,11 @@ __all__ = [
     "layer_norm_init", "layer_norm_apply", "embedding_init", "embedding_apply", "dropout", "dropout_mask",
     "layer_key", "replay_dropout", "adaptive_avg_pool2d", "gelu", "relu", "leaky_relu", "elu", "silu", "sigmoid",
     "tanh", "softplus", "hardtanh", "relu6", "mish",
+    "scaled_dot_product_attention", "multihead_attention_init", "multihead_attention_apply",
+    "transformer_encoder_layer_init", "transformer_encoder_layer_apply", "causal_self_attention_init",
+    "causal_self_attention_apply", "gpt_mlp_init", "gpt_mlp_apply", "gpt_block_init", "gpt_block_apply",
+    "positional_embedding_apply", "gpt_init", "gpt_apply", "gpt_to_state_dict", "gpt_from_state_dict", "GPTConfig",
     # layers
-    "Layer", "Sequential", "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Embedding", "Dropout",
+    "Layer", "MultiheadAttention", "TransformerEncoderLayer", "GPT", "Sequential", "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Embedding", "Dropout",
     "MaxPool2d", "AvgPool2d", "Flatten", "ReLU", "GELU", "LeakyReLU", "ELU", "SiLU", "Sigmoid", "Tanh",
 ]

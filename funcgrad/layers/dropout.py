@@ -44,7 +44,7 @@ def dropout_mask(key: jax.Array, shape: tuple[int, ...], p: float, dtype=jnp.flo
     >>> dropout_mask(jax.random.key(0), (2, 3), 0.5)
     Array(...)
     """
-    _check_probability("dropout_mask", p)
+    _checks.check_probability("dropout_mask", p)
     _checks.check_dtype_argument("dropout_mask", dtype)
     if p == 1.0:  # torch returns zeros; 1/(1-p) would be inf
         return jnp.zeros(shape, dtype)
@@ -65,7 +65,7 @@ def dropout(x: jax.Array, p: float = 0.5, *, key: jax.Array | None = None, train
     >>> dropout(jnp.ones((2, 4)), 0.5, key=jax.random.key(0), train=True)
     Array(...)
     """
-    _check_probability("dropout", p)
+    _checks.check_probability("dropout", p)
     _checks.check_float_leaves("dropout", x, "x")
     if not train or p == 0.0:
         return x
@@ -73,11 +73,6 @@ def dropout(x: jax.Array, p: float = 0.5, *, key: jax.Array | None = None, train
         raise ValueError(f"dropout: train mode with p={p} needs a key (dropout(x, p, key=key, train=True)); "
                          "pass train=False to evaluate")
     return x * dropout_mask(key, jnp.shape(x), p, jnp.result_type(x))
-
-
-def _check_probability(what: str, p) -> None:
-    if not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"{what}: dropout probability has to be between 0 and 1, but got {p}")
 
 
 def replay_dropout(model, key):

@@ -88,9 +88,11 @@ def in_dtype_dict(arrays: dict, dtype) -> dict[str, np.ndarray]:
     return dict(zip(arrays, in_dtype(arrays.values(), dtype)))
 
 
-def torch_step(objects: TorchObjects, torch_loss: Callable, batch: tuple) -> tuple[np.ndarray, dict]:
-    """torch's step as its loop takes it (``zero_grad``, the loss, ``backward``, ``step``,
-    then ``scheduler.step()``); the loss and every parameter's gradient, as numpy copies."""
+def torch_step(objects: TorchObjects, torch_loss: Callable, batch: tuple,
+               after_backward: Callable | None = None) -> tuple[np.ndarray, dict]:
+    """torch's step as its loop takes it (``zero_grad``, the loss, ``backward``,
+    ``after_backward(model)`` (a clip), ``step``, then ``scheduler.step()``); the loss and
+    every parameter's gradient before ``after_backward``, as numpy copies."""
     model, optimizer, scheduler, names, parameters, _ = objects
     optimizer.zero_grad()
     loss = torch_loss(model, batch)
@@ -100,6 +102,8 @@ def torch_step(objects: TorchObjects, torch_loss: Callable, batch: tuple) -> tup
     loss.backward()
     grads = {name: np.zeros(tuple(p.shape), _numpy_dtype(p)) if p.grad is None else p.grad.detach().cpu().numpy().copy()
              for name, p in zip(names, parameters)}
+    if after_backward is not None:
+        after_backward(model)
     optimizer.step()
     if scheduler is not None:
         scheduler.step()

@@ -99,6 +99,8 @@ def assert_same_steps(
     every: int = 1,
     stateful: bool = False,
     start_step: int = 0,
+    *,
+    torch_after_backward: Callable[[Any], Any] | None = None,
 ) -> dict[str, StepVerdict]:
     """:func:`compare_steps`, raising :class:`~funcgrad.ParityError` when a dtype fails:
     its message names the dtype, step, stage and parameter of the first synced step that
@@ -108,7 +110,7 @@ def assert_same_steps(
     >>> print(verdicts["float32"].summary)
     """
     verdicts = compare_steps(jax_loss, jax_optimizer, torch_setup, torch_loss, batches, dtypes, every, stateful,
-                             start_step)
+                             start_step, torch_after_backward=torch_after_backward)
     failed = [v for v in verdicts.values() if not v.passed]
     if failed:
         raise report.ParityError("\n".join(v.summary for v in failed),
@@ -126,6 +128,8 @@ def compare_steps(
     every: int = 1,
     stateful: bool = False,
     start_step: int = 0,
+    *,
+    torch_after_backward: Callable[[Any], Any] | None = None,
 ) -> dict[str, StepVerdict]:
     """Replay every ``every``-th step of the torch run in JAX from torch's exact state and
     judge each stage; compare the whole runs too. Returns ``{dtype: StepVerdict}``.
@@ -151,6 +155,11 @@ def compare_steps(
       start_step: the updates torch's objects have applied already (a checkpoint's): step
         numbers, optimizer counts and schedules continue from it, and the JAX whole run
         starts from torch's state there. ``batches`` are the ones after it.
+      torch_after_backward: called with the torch model after ``backward()`` and before
+        ``optimizer.step()``, as a loop clips there (``lambda model:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)``); the gradient stage is
+        judged on the gradients before it (the port clips in its optimizer:
+        ``fg.optim.clip_grad_norm`` chained first).
 
     >>> verdicts = compare_steps(loss_fn, optimizer, torch_setup, torch_loss, batches)
     >>> verdicts["float32"].passed, verdicts["float32"].separation
@@ -158,11 +167,11 @@ def compare_steps(
     """
     what = "compare_steps"
     batches = _check_arguments(what, jax_loss, jax_optimizer, torch_setup, torch_loss, batches, every, stateful,
-                               start_step)
+                               start_step, torch_after_backward)
     names = dtype_names(what, dtypes)
     step_fn = replay.jax_step(jax_loss, jax_optimizer, stateful)
     run = _Replay(what, step_fn, jax_loss, jax_optimizer, torch_setup, torch_loss, batches, every, stateful,
-                  start_step)
+                  start_step, torch_after_backward)
     verdicts, reference_run = {}, None
     for name in sorted(names, key=DTYPES.index):
         dtype = np.dtype(name)
@@ -189,6 +198,8 @@ def floor(
     every: int = 1,
     stateful: bool = False,
     start_step: int = 0,
+    *,
+    torch_after_backward: Callable[[Any], Any] | None = None,
 ) -> None:
     """Every step :func:`compare_steps` runs with the same arguments, and nothing it runs
     only to judge: torch's run in each dtype (a float32 run's float64 reference too),
@@ -200,10 +211,10 @@ def floor(
     """
     what = "compare_steps"
     batches = _check_arguments(what, jax_loss, jax_optimizer, torch_setup, torch_loss, batches, every, stateful,
-                               start_step)
+                               start_step, torch_after_backward)
     names = dtype_names(what, dtypes)
     run = _Replay(what, replay.jax_step(jax_loss, jax_optimizer, stateful), jax_loss, jax_optimizer, torch_setup,
-                  torch_loss, batches, every, stateful, start_step)
+                  torch_loss, batches, every, stateful, start_step, torch_after_backward)
     for name in sorted(names, key=DTYPES.index):
         if name == "float32" and "float64" not in names:
             run.torch_run(np.dtype(np.float64))
@@ -212,8 +223,11 @@ def floor(
 
 
 def _check_arguments(what, jax_loss, jax_optimizer, torch_setup, torch_loss, batches, every, stateful,
-                     start_step) -> list[tuple]:
+                     start_step, torch_after_backward) -> list[tuple]:
     """Every argument checked before anything runs; the batches as tuples of numpy arrays."""
+    if torch_after_backward is not None and not callable(torch_after_backward):
+        raise TypeError(f"{what}: torch_after_backward must be a function of the torch model (or None), got "
+                        f"{type(torch_after_backward).__name__}")
     for name, value in (("jax_loss", jax_loss), ("torch_setup", torch_setup), ("torch_loss", torch_loss)):
         if not callable(value):
             raise TypeError(f"{what}: {name} must be a function, got {type(value).__name__}")
@@ -243,10 +257,11 @@ class _Replay:
     and the JAX steps from torch's state."""
 
     def __init__(self, what, step_fn, jax_loss, optimizer, torch_setup, torch_loss, batches, every, stateful,
-                 start_step):
+                 start_step, after_backward):
         self.what, self.step_fn, self.jax_loss, self.optimizer = what, step_fn, jax_loss, optimizer
         self.torch_setup, self.torch_loss, self.batches = torch_setup, torch_loss, batches
         self.every, self.stateful, self.start_step = every, stateful, start_step
+        self.after_backward = after_backward
 
     def objects(self, dtype) -> replay.TorchObjects:
         return replay.torch_objects(self.what, self.torch_setup, dtype, self.stateful)
@@ -258,11 +273,13 @@ class _Replay:
         return replay.Stages(objects.names, objects.buffer_names,
                              torch_state.state_plan(self.what, template, objects.names))
 
+    def _torch_step(self, objects: replay.TorchObjects, batch: tuple, dtype) -> tuple:
+        return replay.torch_step(objects, self.torch_loss, replay.torch_batch(batch, dtype), self.after_backward)
+
     def torch_run(self, dtype) -> dict:
         """A whole torch run, unsynced: its losses, final parameters and buffers."""
         objects = self.objects(dtype)
-        losses = [replay.torch_step(objects, self.torch_loss, replay.torch_batch(batch, dtype))[0]
-                  for batch in self.batches]
+        losses = [self._torch_step(objects, batch, dtype)[0] for batch in self.batches]
         end = replay.snapshot(objects)
         return recorded_run(np.stack(losses), end.params, end.buffers)
 
@@ -284,7 +301,7 @@ class _Replay:
             t, synced = self.start_step + i, i % self.every == 0
             if synced and before is None:
                 before = replay.snapshot(objects)
-            loss, grads = replay.torch_step(objects, self.torch_loss, replay.torch_batch(batch, dtype))
+            loss, grads = self._torch_step(objects, batch, dtype)
             losses.append(loss)
             if not synced:
                 before = None
@@ -295,7 +312,7 @@ class _Replay:
             jax_outputs = self._jax_outputs(stages, before, batch, t, dtype, grads)
             if twin is not None:
                 replay.restore(twin, before)
-                loss64, grads64 = replay.torch_step(twin, self.torch_loss, replay.torch_batch(batch, np.float64))
+                loss64, grads64 = self._torch_step(twin, batch, np.dtype(np.float64))
                 jax_outputs64 = self._jax_outputs(stages64, before, batch, t, np.dtype(np.float64), grads64)
             if judge is not None:
                 torch_state.check_held(self.what, stages.plan, before.held, t)
