@@ -7,7 +7,7 @@
 Prints a header, then one line per case as it finishes (the worst error as a multiple of
 what its rule allows, and the first step where a history leaves its band), then the
 summary. ``--details`` adds every quantity. Exits 1 if any quantity of any case is out of
-bounds, 2 on bad input (an unknown case, a missing or corrupt MNIST folder), naming it.
+bounds, 2 on bad input (an unknown case, a missing or corrupt MNIST folder or text file), naming it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from compare.cases import CASES
 from compare.plots import plot_case, write_index
 from compare.run import run_in_dtypes
 from compare.runtime import (Context, check_output_path, describe_environment, mnist_source, select_devices,
-                             set_matmul_precision)
+                             set_matmul_precision, text_source)
 from funcgrad import parity
 from funcgrad.parity.report import INFORMATION
 
@@ -50,12 +50,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--mnist-dir", metavar="DIR",
                         help="folder of the four MNIST IDX files (else $FUNCGRAD_MNIST_DIR; "
                              "with neither, sklearn's 8x8 digits stand in)")
+    parser.add_argument("--text", metavar="FILE",
+                        help="char-gpt's corpus, tinyshakespeare's input.txt (else $FUNCGRAD_TEXT; with neither, "
+                             "an excerpt shipped with funcgrad stands in)")
     parser.add_argument("--download", action="store_true",
-                        help="fetch real MNIST (md5-checked) into the cache folder "
-                             "($XDG_CACHE_HOME/funcgrad/mnist), used from then on when no folder is named")
+                        help="fetch real MNIST and tinyshakespeare (md5-checked) into the cache folder "
+                             "($XDG_CACHE_HOME/funcgrad/), used from then on when no folder or file is named")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
     parser.add_argument("--max-steps", type=int, metavar="N",
-                        help="train at most N steps in the cases that take minutes (mnist-cnn); "
+                        help="train at most N steps in the cases that take minutes (mnist-cnn, char-gpt); "
                              "default: their full run")
     args = parser.parse_args(argv)
     if args.max_steps is not None and args.max_steps < 1:
@@ -87,9 +90,9 @@ def details_table(report: dict) -> str:
     return f"{report['name']} ({report['dtype']})\n" + parity.format_table(report["quantities"])
 
 
-def header(environment: dict, dtypes: list[str], mnist_dir: str | None) -> str:
+def header(environment: dict, dtypes: list[str], mnist_dir: str | None, text_file: str | None = None) -> str:
     versions = environment["versions"]
-    data = mnist_source(mnist_dir)
+    data, text = mnist_source(mnist_dir), text_source(text_file)
     return "\n".join([
         f"funcgrad comparison on {environment['device']['jax']} / {environment['device']['torch']} "
         f"({environment['device']['name']}), {' then '.join(dtypes)}",
@@ -98,6 +101,9 @@ def header(environment: dict, dtypes: list[str], mnist_dir: str | None) -> str:
         "MNIST cases: " + (f"real MNIST from {data}" if data else
                            "sklearn's 8x8 digits stand in, 20 a batch for 10 epochs (no MNIST folder: "
                            "--mnist-dir DIR, $FUNCGRAD_MNIST_DIR or --download)"),
+        "char-gpt: " + (f"the text of {text}" if text else
+                        "an excerpt of tinyshakespeare stands in, its first 49 980 characters (no text file: "
+                        "--text FILE, $FUNCGRAD_TEXT or --download)"),
         f"float64: |jax - torch| <= 1e-10 + 1e-10 |torch|; float32: each element's distance to the "
         f"float64 run within {parity.BAND_FACTOR:g}x PyTorch's own noise at its scale + "
         f"{parity.FLOOR_ULPS:g} ulps of itself",
@@ -112,16 +118,18 @@ def main(argv=None) -> int:
     if args.download:
         try:
             print(f"MNIST downloaded and checked: {fg.download_mnist(fg.mnist_cache_dir())}")
-        except (OSError, fg.MnistError) as error:
+            print(f"tinyshakespeare downloaded and checked: {fg.download_tinyshakespeare(fg.text_cache_dir())}")
+        except (OSError, fg.MnistError, fg.TextDataError) as error:
             print(f"error: --download: {error}", file=sys.stderr)
             return 2
     dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
     jax_device, torch_device = select_devices(args.device)
     precision = set_matmul_precision()
     ctx = Context(dtype=np.dtype(dtypes[-1]), jax_device=jax_device, torch_device=torch_device,
-                  seed=args.seed, mnist_dir=args.mnist_dir, max_steps=args.max_steps)
+                  seed=args.seed, mnist_dir=args.mnist_dir, max_steps=args.max_steps,
+                  text_file=args.text)
     environment = describe_environment(ctx)
-    summary = [header(environment, dtypes, args.mnist_dir)]
+    summary = [header(environment, dtypes, args.mnist_dir, args.text)]
     print(summary[0], flush=True)
     if args.plots:
         Path(args.plots).mkdir(parents=True, exist_ok=True)
@@ -130,7 +138,7 @@ def main(argv=None) -> int:
     for name in args.case or CASES:
         try:
             entry = run_in_dtypes(name, ctx, dtypes, keep_sides=bool(args.plots))
-        except (FileNotFoundError, fg.MnistError) as error:
+        except (FileNotFoundError, fg.MnistError, fg.TextDataError) as error:
             print(f"error: {name}: {error}", file=sys.stderr)
             return 2
         if args.plots:
@@ -150,7 +158,7 @@ def main(argv=None) -> int:
                 print("\n" + details_table(entry[dtype]))
     data_notes = {entry[dtypes[0]]["data"] for entry in cases if "data" in entry[dtypes[0]]}
     for note in sorted(data_notes):
-        print(f"MNIST cases ran on: {note}")
+        print(f"data: {note}")
     failed = [entry["name"] for entry in cases if not entry["passed"]]
     summary.append(f"{len(cases) - len(failed)} passed, {len(failed)} failed")
     print(summary[-1])

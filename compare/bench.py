@@ -437,11 +437,12 @@ def main(argv=None) -> int:
                         help=f"and at least this many seconds of timed work per row (default {MIN_TIME_S})")
     parser.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu")
     parser.add_argument("--mnist-dir", metavar="DIR", help="real MNIST (else $FUNCGRAD_MNIST_DIR, else digits)")
+    parser.add_argument("--text", metavar="FILE", help="char-gpt's text (else $FUNCGRAD_TEXT, else the excerpt)")
     parser.add_argument("--json", metavar="PATH", help="write the rows and the environment here")
     parser.add_argument("--synced-repeats", type=int, default=SYNCED_REPEATS, metavar="N",
                         help=f"repeats of each synced check and its floor (default {SYNCED_REPEATS})")
     parser.add_argument("--max-steps", type=int, metavar="N",
-                        help="the synced checks of the cases that read it (mnist-cnn) run at most N steps "
+                        help="the synced checks of the cases that read it (mnist-cnn, char-gpt) run at most N steps "
                              "(default: the full epoch)")
     args = parser.parse_args(argv)
     check_output_path(parser, "--json", args.json)
@@ -451,7 +452,7 @@ def main(argv=None) -> int:
     precision = set_matmul_precision()
     torch.set_num_threads(os.cpu_count())
     ctx = Context(dtype=np.dtype(np.float32), jax_device=jax_device, torch_device=torch_device,
-                  mnist_dir=args.mnist_dir, max_steps=args.max_steps)
+                  mnist_dir=args.mnist_dir, max_steps=args.max_steps, text_file=args.text)
     environment = describe_environment(ctx)
     threads = {"cpu_count": os.cpu_count(), "torch_intra_op": torch.get_num_threads(),
                "xla_cpu": "one intra-op thread per core (XLA's default)",

@@ -95,14 +95,15 @@ def float64_reference(name: str, ctx: Context) -> dict:
 def run_synced(name: str, ctx: Context, dtypes=("float64", "float32")) -> dict:
     """A case with ``synced(ctx)`` (the arguments of :func:`funcgrad.compare_steps`) judged
     step by step from torch's state, in :func:`run_in_dtypes`' layout. A case with
-    ``evaluate(ctx, weights, side)`` (``side`` "jax" or "torch", ``weights`` a trained
-    state_dict in ``ctx``'s dtype) has each whole run's trained model tested too, float32
+    ``evaluate(ctx, weights, side, follow)`` (``side`` "jax" or "torch", ``weights`` a trained
+    state_dict in ``ctx``'s dtype, ``follow`` torch's results or None) has each whole run's trained model tested too, float32
     against torch's float64 model (:func:`funcgrad.parity.with_trained_models`)."""
     case = CASES[name]
     start = time.perf_counter()
     with jax.default_device(ctx.jax_device):
         verdicts = steps.compare_steps(**case.synced(ctx), dtypes=dtypes)
     entry = {"name": name, "source": case.SOURCE}
+    data = {"data": case.data_name(ctx)} if hasattr(case, "data_name") else {}
     for dtype, verdict in verdicts.items():
         if hasattr(case, "evaluate"):
             verdict = trained_models(case, ctx, verdict)
@@ -115,7 +116,7 @@ def run_synced(name: str, ctx: Context, dtypes=("float64", "float32")) -> dict:
             "worst_band_ratio": max((row.band_ratio for row in judged), default=0.0),
             "first_divergence": None if verdict.separation is None else
             {"step": verdict.separation, "quantity": "whole runs part (every synced step agrees)"},
-            "quantities": parity.to_json(rows),
+            "quantities": parity.to_json(rows), **data,
         }
     seconds = round((time.perf_counter() - start) / len(dtypes), 3)
     for dtype in dtypes:
@@ -125,16 +126,21 @@ def run_synced(name: str, ctx: Context, dtypes=("float64", "float32")) -> dict:
 
 
 def trained_models(case, ctx: Context, verdict: steps.StepVerdict) -> steps.StepVerdict:
-    """``verdict`` with the case's ``evaluate`` of each whole run's trained model judged beside it."""
+    """``verdict`` with the case's ``evaluate`` of each whole run's trained model judged beside
+    it. torch's model is evaluated first; the JAX model and torch's float64 reference are
+    handed its results (``follow``), for a case whose evaluation reads what torch's model chose
+    (char-gpt's greedy continuation)."""
     dtype = np.dtype(verdict.dtype)
 
-    def evaluate(side: str, in_dtype) -> dict:
+    def evaluate(side: str, in_dtype, follow=None) -> dict:
         side_ctx = dataclasses.replace(ctx, dtype=np.dtype(in_dtype))
+        framework = "torch" if side != "jax" else "jax"
         with jax.enable_x64(side_ctx.dtype == np.float64), jax.default_device(ctx.jax_device):
-            return to_numpy(case.evaluate(side_ctx, verdict.final_weights[side], "torch" if side != "jax" else "jax"))
+            return to_numpy(case.evaluate(side_ctx, verdict.final_weights[side], framework, follow))
 
-    reference = evaluate("reference", np.float64) if dtype == np.float32 else None
-    return steps.with_trained_models(verdict, evaluate("jax", dtype), evaluate("torch", dtype), reference)
+    torch_results = evaluate("torch", dtype)
+    reference = evaluate("reference", np.float64, torch_results) if dtype == np.float32 else None
+    return steps.with_trained_models(verdict, evaluate("jax", dtype, torch_results), torch_results, reference)
 
 
 def run_in_dtypes(name: str, ctx: Context, dtypes=("float64", "float32"), keep_sides: bool = False) -> dict:

@@ -29,6 +29,7 @@ class Context:
     # At most this many training steps, in a case that reads it (mnist-cnn): the test
     # suite's short run of a case whose full run takes minutes. None: the full run.
     max_steps: int | None = None
+    text_file: str | None = None  # char-gpt's corpus (else $FUNCGRAD_TEXT, the cache, the excerpt)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -58,6 +59,31 @@ class Context:
         if source is None:
             return "the MNIST stand-in, sklearn 8x8 digits (no MNIST folder given)", fg.digits_as_mnist()
         return "MNIST", _loaded_mnist(source)
+
+
+    def text(self) -> tuple[str, str]:
+        """The named text file (``--text``, else $FUNCGRAD_TEXT, else ``--download``'s cache),
+        else the excerpt of tinyshakespeare shipped with funcgrad (named so)."""
+        source = text_source(self.text_file)
+        if source is None:
+            return ("the tinyshakespeare stand-in, its first 49 980 characters shipped with funcgrad (no text file "
+                    "given)", fg.shakespeare_excerpt())
+        return f"the text of {source}", _loaded_text(source)
+
+
+@functools.lru_cache(maxsize=1)
+def _loaded_text(source: str) -> str:
+    return fg.load_text(source)
+
+
+def text_source(text_file: str | None) -> str | None:
+    """The text file a run reads: ``text_file``, else $FUNCGRAD_TEXT, else the download cache's
+    when it holds one; None when there is none (the excerpt stands in)."""
+    named = text_file or os.environ.get(fg.TEXT_ENV_VAR)
+    if named:
+        return named
+    cached = fg.text_cache_dir() / "input.txt"
+    return str(cached) if cached.is_file() else None
 
 
 @functools.lru_cache(maxsize=1)

@@ -49,6 +49,10 @@ from funcgrad.data import (
     linear_regression_data,
 )
 from funcgrad.mnist import MNIST_ENV_VAR, MnistError, download_mnist, load_mnist, mnist_cache_dir
+from funcgrad.text import (
+    TEXT_ENV_VAR, TextDataError, char_batch, char_batch_offsets, char_vocabulary, decode, download_tinyshakespeare,
+    encode, load_text, shakespeare_excerpt, split_train_val, text_cache_dir,
+)
 
 # parallel
 from funcgrad.parallel import batch_sharding, data_mesh, replicate, shard_batch_indices
@@ -77,6 +81,8 @@ __all__ = [
     # data
     "digits_as_mnist", "gaussian_blobs", "iris_first_two_features", "linear_regression_data",
     "MNIST_ENV_VAR", "MnistError", "download_mnist", "load_mnist", "mnist_cache_dir",
+    "TEXT_ENV_VAR", "TextDataError", "char_batch", "char_batch_offsets", "char_vocabulary", "decode",
+    "download_tinyshakespeare", "encode", "load_text", "shakespeare_excerpt", "split_train_val", "text_cache_dir",
     # parallel
     "batch_sharding", "data_mesh", "replicate", "shard_batch_indices", "fit_full_batch_sweep",
     "init_many", "sweep_grid",

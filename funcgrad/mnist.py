@@ -11,16 +11,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import shutil
 import struct
-import tempfile
-import urllib.error
-import urllib.request
 import zlib
 from pathlib import Path
-from typing import IO, NamedTuple, Union
+from typing import NamedTuple, Union
 
 import numpy as np
+
+from funcgrad._download import cache_dir, download_verified
 
 MNIST_ENV_VAR = "FUNCGRAD_MNIST_DIR"
 DEFAULT_MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"  # the mirror torchvision uses
@@ -34,7 +32,6 @@ _IMAGE_HEADER = struct.Struct(">IIII")  # magic, count, rows, cols
 _LABEL_HEADER = struct.Struct(">II")  # magic, count
 _IMAGE_SIDE = 28
 _NUM_CLASSES = 10
-_DOWNLOAD_TIMEOUT_S = 60.0
 _GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
 
 
@@ -93,8 +90,7 @@ def mnist_cache_dir() -> Path:
     Usage:
         >>> download_mnist(mnist_cache_dir())
     """
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache).expanduser() / "funcgrad" / "mnist"
+    return cache_dir("mnist")
 
 
 def load_mnist(directory: _PathArg | None = None, *, verify_checksums: bool = True) -> dict[str, np.ndarray]:
@@ -262,30 +258,11 @@ def _holds_canonical_content(path: Path, expected_md5: str) -> bool:
         return False
 
 
-def _open_url(url: str) -> IO[bytes]:
-    try:
-        return urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S)
-    except urllib.error.URLError as error:
-        raise OSError(f"{url}: download failed: {error.reason}") from error
-
-
 def _download_verified(url: str, destination: Path, expected_md5: str) -> None:
-    # Download beside the destination, so os.replace is an atomic rename on the same filesystem and
-    # a failed or interrupted download never leaves a partial file under the real name.
-    handle, temporary_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
-    temporary = Path(temporary_name)
-    try:
-        with os.fdopen(handle, "wb") as out, _open_url(url) as response:
-            shutil.copyfileobj(response, out)
+    def decompressed_md5(path: Path) -> str:
         try:
-            actual_md5 = _decompressed_md5(temporary)
+            return _decompressed_md5(path)
         except _GZIP_ERRORS as error:
             raise MnistError(f"{url}: corrupt gzip data ({error})") from error
-        if actual_md5 != expected_md5:
-            raise MnistError(
-                f"{url}: checksum mismatch: md5 of the decompressed content is {actual_md5}, expected {expected_md5}"
-            )
-        os.chmod(temporary, 0o644)  # mkstemp creates owner-only files; data files are meant to be readable
-        os.replace(temporary, destination)
-    finally:
-        temporary.unlink(missing_ok=True)
+
+    download_verified(url, destination, expected_md5, decompressed_md5, MnistError, "the decompressed content")

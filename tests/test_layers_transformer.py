@@ -13,7 +13,6 @@ import contextlib
 import functools
 import math
 import re
-from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +22,6 @@ import torch
 import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.nn import functional as F
 
 import funcgrad as fg
 from funcgrad.layers.dropout import replay_dropout
@@ -34,12 +32,13 @@ from funcgrad.layers.gpt import (
 from funcgrad.layers.transformer import TransformerEncoderLayer, transformer_encoder_layer_apply, transformer_encoder_layer_init
 from tests.helpers_torch import DTYPES, jax_precision
 from funcgrad.state_dict import nested
+from compare.cases import _nanogpt as nanogpt
 from tests.helpers_attention import assert_parity, drawn_like, mha_dropout_replayed, tensor, to_numpy
 
 TORCH_DTYPES = {np.float32: torch.float32, np.float64: torch.float64}
 # The cases mix bool and float masks on purpose: torch allows it, with a deprecation warning.
 pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched")
-EXAMPLES = 6
+EXAMPLES = 4  # each example compiles its own shapes: seconds apiece
 
 
 def cast(tree, dtype):
@@ -225,134 +224,13 @@ def test_encoder_layer_refuses_bad_input_by_name():
 
 
 # ---------------------------------------------------------------- nanoGPT, as model.py writes it
-
-class TorchLayerNorm(nn.Module):
-    """ LayerNorm but with an optional bias. PyTorch doesn't support simply bias=False """
-
-    def __init__(self, ndim, bias):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(ndim))
-        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
-
-    def forward(self, input):
-        return F.layer_norm(input, self.weight.shape, self.weight, self.bias, 1e-5)
-
-
-class TorchCausalSelfAttention(nn.Module):
-    """nanoGPT's, with ``flash`` a constructor argument (model.py sets it from
-    ``hasattr(F, 'scaled_dot_product_attention')``, True on torch 2)."""
-
-    def __init__(self, config, flash):
-        super().__init__()
-        assert config.n_embd % config.n_head == 0
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.attn_dropout = nn.Dropout(config.dropout)
-        self.resid_dropout = nn.Dropout(config.dropout)
-        self.n_head = config.n_head
-        self.n_embd = config.n_embd
-        self.dropout = config.dropout
-        self.flash = flash
-        if not self.flash:
-            self.register_buffer("bias", torch.tril(torch.ones(config.block_size, config.block_size))
-                                 .view(1, 1, config.block_size, config.block_size))
-
-    def forward(self, x):
-        B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        if self.flash:
-            y = torch.nn.functional.scaled_dot_product_attention(
-                q, k, v, attn_mask=None, dropout_p=self.dropout if self.training else 0, is_causal=True)
-        else:
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
-            att = att.masked_fill(self.bias[:, :, :T, :T] == 0, float('-inf'))
-            att = F.softmax(att, dim=-1)
-            att = self.attn_dropout(att)
-            y = att @ v
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
-        y = self.resid_dropout(self.c_proj(y))
-        return y
-
-
-class TorchMLP(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x):
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
-
-
-class TorchBlock(nn.Module):
-    def __init__(self, config, flash):
-        super().__init__()
-        self.ln_1 = TorchLayerNorm(config.n_embd, bias=config.bias)
-        self.attn = TorchCausalSelfAttention(config, flash)
-        self.ln_2 = TorchLayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = TorchMLP(config)
-
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
-        x = x + self.mlp(self.ln_2(x))
-        return x
-
-
-@dataclass
-class TorchGPTConfig:
-    block_size: int = 1024
-    vocab_size: int = 50304
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
-    bias: bool = True
-
-
-class TorchGPT(nn.Module):
-    def __init__(self, config, flash=True):
-        super().__init__()
-        self.config = config
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),
-            wpe=nn.Embedding(config.block_size, config.n_embd),
-            drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([TorchBlock(config, flash) for _ in range(config.n_layer)]),
-            ln_f=TorchLayerNorm(config.n_embd, bias=config.bias),
-        ))
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # https://paperswithcode.com/method/weight-tying
-
-    def forward(self, idx, targets=None):
-        b, t = idx.size()
-        assert t <= self.config.block_size, f"Cannot forward sequence of length {t}, block size is only {self.config.block_size}"
-        pos = torch.arange(0, t, dtype=torch.long, device=idx.device)
-        tok_emb = self.transformer.wte(idx)
-        pos_emb = self.transformer.wpe(pos)
-        x = self.transformer.drop(tok_emb + pos_emb)
-        for block in self.transformer.h:
-            x = block(x)
-        x = self.transformer.ln_f(x)
-        if targets is not None:
-            logits = self.lm_head(x)
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
-        else:
-            logits = self.lm_head(x[:, [-1], :])
-            loss = None
-        return logits, loss
-
+# (compare/cases/_nanogpt.py, the char-gpt case's twin)
 
 def torch_gpt(config: GPTConfig, params, dtype, flash: bool):
-    """nanoGPT's GPT holding funcgrad's params, loaded strictly (the manual path's mask buffers its own)."""
-    model = TorchGPT(TorchGPTConfig(**config._asdict()), flash).to(TORCH_DTYPES[dtype])
-    buffers = {name: value for name, value in model.state_dict().items() if name.endswith(".attn.bias")}
+    """nanoGPT's GPT holding funcgrad's params, loaded strictly."""
+    model = nanogpt.GPT(nanogpt.GPTConfig(**config._asdict()), flash).to(TORCH_DTYPES[dtype])
     model.load_state_dict({name: torch.tensor(value) for name, value in
-                           gpt_to_state_dict(cast(params, dtype)).items()} | buffers, strict=True)
+                           gpt_to_state_dict(cast(params, dtype)).items()}, strict=True)
     return model
 
 
@@ -436,7 +314,7 @@ def test_gpt_state_dict_has_both_tied_keys_and_round_trips():
     model = GPT(config)
     params, buffers = model.init(jax.random.key(0))
     state_dict = gpt_to_state_dict(params)
-    theirs = TorchGPT(TorchGPTConfig(**config._asdict()))
+    theirs = nanogpt.GPT(nanogpt.GPTConfig(**config._asdict()))
     assert list(state_dict) == list(theirs.state_dict()) and buffers == {}
     assert state_dict["lm_head.weight"] is state_dict["transformer.wte.weight"]
     theirs.load_state_dict({name: torch.tensor(value) for name, value in state_dict.items()}, strict=True)
@@ -444,12 +322,13 @@ def test_gpt_state_dict_has_both_tied_keys_and_round_trips():
     back = gpt_from_state_dict(theirs.state_dict())
     assert jax.tree.structure(back) == jax.tree.structure(params)
     jax.tree.map(np.testing.assert_array_equal, back, params)
-    manual = TorchGPT(TorchGPTConfig(**config._asdict()), flash=False).state_dict()
+    manual = dict(nanogpt.GPT(nanogpt.GPTConfig(**config._asdict()), flash=False).state_dict())
+    manual |= {f"transformer.h.{i}.attn.bias": torch.ones(1, 1, 6, 6).tril() for i in range(2)}  # model.py's checkpoints
     assert jax.tree.structure(gpt_from_state_dict(manual)) == jax.tree.structure(params)  # mask buffers dropped
 
 
 def test_gpt_from_state_dict_refuses_untied_weights():
-    state_dict = dict(TorchGPT(TorchGPTConfig(block_size=4, vocab_size=5, n_layer=1, n_head=1, n_embd=2)).state_dict())
+    state_dict = dict(nanogpt.GPT(nanogpt.GPTConfig(block_size=4, vocab_size=5, n_layer=1, n_head=1, n_embd=2)).state_dict())
     state_dict["lm_head.weight"] = state_dict["lm_head.weight"] + 1
     with pytest.raises(ValueError, match="lm_head.weight differs from transformer.wte.weight; nanoGPT ties them"):
         gpt_from_state_dict(state_dict)
@@ -473,9 +352,9 @@ def test_gpt_init_is_nanogpts_distribution():
 
 
 def test_gpt_block_has_nanogpts_names_and_computes_its_block():
-    config = TorchGPTConfig(block_size=5, n_head=2, n_embd=6, bias=True)
+    config = nanogpt.GPTConfig(block_size=5, n_head=2, n_embd=6, bias=True)
     params = to_numpy(gpt_block_init(jax.random.key(2), 6))
-    block = TorchBlock(config, flash=True).double()
+    block = nanogpt.Block(config, flash=True).double()
     assert list(fg.to_state_dict(params)) == list(block.state_dict())
     block.load_state_dict({name: torch.tensor(value.astype(np.float64)) for name, value in
                            fg.to_state_dict(params).items()}, strict=True)

@@ -7,9 +7,9 @@ float64 is held directly to 1e-10; float32 by the error model against the float6
 import numpy as np
 import pytest
 
-from compare.cases import CASES
+from compare.cases import CASES, char_gpt
 from compare.run import run_case
-from tests.conftest import case_reports, cpu_context, failures
+from tests.conftest import SHARED_TEXT, case_reports, cpu_context, failures
 
 CORE_CASES = [
     "grad-mean", "grad-poly-trig", "vjp-and-stop-gradient", "iris-softmax",
@@ -90,3 +90,19 @@ def test_iris_learns_the_first_two_features_as_well_as_the_seed():
 def test_unknown_case_is_named_in_the_error():
     with pytest.raises(ValueError, match="unknown case 'iris'.*iris-softmax"):
         run_case("iris", cpu_context(np.float32))
+
+
+def test_char_gpt_names_the_text_it_trained_on():
+    expected = f"the text of {SHARED_TEXT}" if SHARED_TEXT.is_file() else "the tinyshakespeare stand-in"
+    for dtype in ("float64", "float32"):
+        assert reports("char-gpt")[dtype]["data"].startswith(expected)
+        assert reports("char-gpt")[dtype]["synced_steps"] == char_gpt.TEST_STEPS
+
+
+def test_char_gpt_judges_its_trained_models_on_validation_loss_and_greedy_tokens():
+    for dtype in ("float64", "float32"):
+        report = reports("char-gpt")[dtype]
+        loss, tokens = quantity(report, "validation loss"), quantity(report, "greedy continuation")
+        assert loss["passed"] and tokens["passed"], (loss, tokens)
+        assert tokens["jax"] == f"{char_gpt.CONTINUATION} classes"
+    assert quantity(reports("char-gpt")["float64"], "greedy continuation")["torch"] == "0 differ"

@@ -3,12 +3,13 @@
 Each module has ``NAME``, ``SOURCE`` and ``run(ctx) -> (jax_results, torch_results[, info])``,
 or instead ``setup(ctx) -> args`` with ``jax_side(*args)`` and ``torch_side(ctx, *args)``, or
 ``synced(ctx) -> kwargs`` of :func:`funcgrad.compare_steps` (judged step by step from torch's state);
-optionally ``READS_MNIST`` (the tests then give it real MNIST) and ``timed(ctx) -> Timed`` (its
+optionally ``READS_MNIST`` or ``READS_TEXT`` (the tests then give it real MNIST or tinyshakespeare), ``data_name(ctx)`` (the report names its data) and ``timed(ctx) -> Timed`` (its
 sides for ``python -m compare.bench``). This dict is the one registry: the CLI, the bench, the
 mutants and the tests all read it.
 """
 
 from compare.cases import (
+    char_gpt,
     data_parallel_mnist,
     digits_mlp_synced,
     jacobian_hessian,
@@ -50,5 +51,6 @@ CASES = {
         mnist_mlp,
         digits_mlp_synced,
         mnist_cnn,
+        char_gpt,
     )
 }

@@ -77,6 +77,11 @@ def flat_features(image_size: tuple[int, int]) -> int:
     return CHANNELS[1] * (height // POOL // POOL) * (width // POOL // POOL)
 
 
+def data_name(ctx) -> str:
+    """What the report names as this case's data: real MNIST or its stand-in."""
+    return ctx.mnist()[0]
+
+
 def synced(ctx) -> dict:
     """The arguments of :func:`funcgrad.compare_steps`: the port, the torch original, and
     every step's ``(uint8 images, int64 labels, dropout key data)``."""
@@ -136,9 +141,9 @@ def torch_dtype(dtype) -> torch.dtype:
     return torch.float64 if np.dtype(dtype) == np.float64 else torch.float32
 
 
-def evaluate(ctx, weights: dict, side: str) -> dict:
+def evaluate(ctx, weights: dict, side: str, follow: dict | None = None) -> dict:
     """A trained model (``weights``: its state_dict) tested in eval mode on the test set,
-    by ``side``'s framework: logits, classes, accuracy."""
+    by ``side``'s framework: logits, classes, accuracy (``follow``, torch's results, unused)."""
     _, data = ctx.mnist()
     count = None if ctx.max_steps is None else SHORT_RUN_TEST_IMAGES
     images, labels = data["test_images"][:count], data["test_labels"][:count]

@@ -12,6 +12,8 @@ apply the same masks, so a model with dropout trains identically on both sides.
 
 from __future__ import annotations
 
+import functools
+
 import zlib
 
 import jax
@@ -112,7 +114,7 @@ def replay_dropout(model, key):
                 raise TypeError(f"replay_dropout: {self.name} got a {x.dtype} input; masks are drawn in "
                                 "float32 or float64")
             with jax.enable_x64(dtype == np.float64):
-                mask = np.array(dropout_mask(layer_key(key, self.name), tuple(x.shape), self.p, dtype))
+                mask = np.array(_compiled_mask(layer_key(key, self.name), tuple(x.shape), self.p, dtype))
             return x * torch.from_numpy(mask).to(x.device)
 
     @contextlib.contextmanager
@@ -127,6 +129,11 @@ def replay_dropout(model, key):
                 _set_submodule(model, name, module)
 
     return replaced()
+
+
+# dropout_mask compiled once per shape and dtype: a replayed forward pass draws its masks
+# without an eager dispatch per operation (the same draws: the same operations on the same key).
+_compiled_mask = functools.partial(jax.jit, static_argnums=(1, 2, 3))(dropout_mask)
 
 
 def _set_submodule(model, name: str, module) -> None:
