@@ -23,7 +23,7 @@ The surface, by group:
 """
 
 # core
-from funcgrad import layers, optim
+from funcgrad import interop, layers, optim  # interop loads flax and equinox only when called
 from funcgrad.types import Batch, LossFn, Params
 from funcgrad.derivatives import hvp
 from funcgrad.losses import bce_with_logits, binary_cross_entropy, cross_entropy, mse_loss
@@ -87,7 +87,7 @@ __all__ = [
     "batch_sharding", "data_mesh", "replicate", "shard_batch_indices", "fit_full_batch_sweep",
     "init_many", "sweep_grid",
     # parity
-    "parity", "porting", "stepwise", "ParityError", "assert_same_run", "assert_same_training",
+    "interop", "parity", "porting", "stepwise", "ParityError", "assert_same_run", "assert_same_training",
     "StepVerdict", "assert_same_steps", "compare_steps",
     "record_jax_run", "record_torch_run",
 ]

@@ -93,6 +93,7 @@ ENTRY_IDS = [f"{name}-{argument}" for name, argument, _ in ENTRIES]
 # The rest of the public surface, and why half precision has no way in there.
 NOT_APPLICABLE = {
     "layers": "its functions refuse a half dtype as these do (tests/test_layers_*.py)",
+    "interop": "moves torch's arrays into a framework's model as they are, dtypes kept",
     "split_buffers": "sorts names", "BUFFER_NAMES": "names",
     "optim": "builds optimizers; their state follows the params, which the training functions check",
     "Batch": "a type", "LossFn": "a type", "Params": "a type",

@@ -9,7 +9,8 @@ nothing else, so a port built in those frameworks can be judged in torch's names
 flax and equinox are imported on first use, never by ``import funcgrad.interop``.
 """
 
-from funcgrad.interop import equinox, flax_linen, flax_nnx, rules
+from funcgrad.interop import equinox, flax_linen, flax_nnx, ports, rules
+from funcgrad.interop.ports import torch_named_loss
 from funcgrad.interop.rules import Pair, Rule, chain, describe, reshape, transpose
 
-__all__ = ["equinox", "flax_linen", "flax_nnx", "rules", "Pair", "Rule", "chain", "describe", "reshape", "transpose"]
+__all__ = ["equinox", "flax_linen", "flax_nnx", "ports", "rules", "torch_named_loss", "Pair", "Rule", "chain", "describe", "reshape", "transpose"]

@@ -1,4 +1,4 @@
-"""Which torch ``state_dict`` key is which framework leaf, and how its layout changes (numpy only).
+"""Which torch ``state_dict`` key is which framework leaf, and how its layout changes (numpy, or JAX arrays passing through).
 
 The bridges (``flax_nnx``, ``flax_linen``, ``equinox``) describe a framework model as a list
 of ``Layer``s (a module path, a kind such as ``"conv"``, its leaves); ``plan`` pairs each leaf
@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Union
 
+import jax
 import numpy as np
 
 Shape = tuple[int, ...]
@@ -38,13 +39,16 @@ class Rule(NamedTuple):
         ) or "copy"
 
     def to_framework(self, array: np.ndarray) -> np.ndarray:
+        """The framework's leaf from torch's array (numpy or JAX: traced arrays too, so a loss
+        can take torch's parameters and differentiate through the layout change)."""
         for step in self.steps:
-            array = np.transpose(array, step[1]) if step[0] == "transpose" else np.reshape(array, step[2])
+            array = array.transpose(step[1]) if step[0] == "transpose" else array.reshape(step[2])
         return array
 
     def to_torch(self, array: np.ndarray) -> np.ndarray:
         for step in reversed(self.steps):
-            array = np.transpose(array, np.argsort(step[1])) if step[0] == "transpose" else np.reshape(array, step[1])
+            array = (array.transpose(tuple(int(i) for i in np.argsort(step[1]))) if step[0] == "transpose"
+                     else array.reshape(step[1]))
         return array
 
     def torch_shape(self, framework_shape: Shape) -> Shape:
@@ -361,7 +365,7 @@ def from_torch_arrays(where: str, framework: str, pairs: Sequence[Pair],
                       state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The framework's leaves from torch's ``state_dict``, by framework key, in torch's dtypes;
     ValueError unless every key on each side is paired and every shape fits its rule."""
-    state = {key: np.asarray(value) for key, value in state_dict.items()}
+    state = {key: value if isinstance(value, jax.Array) else np.asarray(value) for key, value in state_dict.items()}
     paired = [pair for pair in pairs if pair.framework_key is not None]
     counters = {pair.torch_key for pair in pairs if pair.framework_key is None}
     wanted = {pair.torch_key for pair in paired}
