@@ -45,6 +45,18 @@ def pytest_configure(config):
         os.environ[fg.TEXT_ENV_VAR] = str(SHARED_TEXT)
 
 
+@pytest.fixture(scope="session")
+def text_file() -> Path:
+    """tinyshakespeare's input.txt: $FUNCGRAD_TEXT, else ../shared/data (set above); skipped
+    without it, except under CI, where it fails."""
+    named = os.environ.get(fg.TEXT_ENV_VAR)
+    if not named or not Path(named).is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have tinyshakespeare: set ${fg.TEXT_ENV_VAR} or put it at {SHARED_TEXT}")
+        pytest.skip(f"no tinyshakespeare: set ${fg.TEXT_ENV_VAR} or put it at {SHARED_TEXT}")
+    return Path(named)
+
+
 # Session-wide, so that module-wide fixtures (test_mnist's loaded dataset) can use it.
 @pytest.fixture(scope="session")
 def mnist_dir() -> str:

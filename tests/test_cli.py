@@ -13,7 +13,7 @@ import compare.__main__ as cli
 import funcgrad as fg
 from compare import runtime
 from compare.cases import grad_poly_trig
-from tests.conftest import SHARED_TEXT, REPO_ROOT
+from tests.conftest import REPO_ROOT
 
 FAST_CASES = ["--case", "grad-poly-trig", "--case", "one-sample-logistic"]
 
@@ -94,21 +94,21 @@ def test_cli_names_a_corrupt_mnist_file_and_exits_2(tmp_path, mnist_dir, capsys)
     assert "t10k-labels-idx1-ubyte.gz" in capsys.readouterr().err
 
 
-def test_download_fills_the_cache_which_later_runs_read(tmp_path, mnist_dir, monkeypatch, capsys):
+def test_download_fills_the_cache_which_later_runs_read(tmp_path, mnist_dir, text_file, monkeypatch, capsys):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv(fg.MNIST_ENV_VAR)
     mirror = Path(mnist_dir).resolve().as_uri() + "/"  # a local mirror: the same files, md5-checked
     monkeypatch.setattr(fg, "download_mnist", functools.partial(fg.download_mnist, base_url=mirror))
     monkeypatch.delenv(fg.TEXT_ENV_VAR, raising=False)
     monkeypatch.setattr(fg, "download_tinyshakespeare",
-                        functools.partial(fg.download_tinyshakespeare, url=SHARED_TEXT.resolve().as_uri()))
+                        functools.partial(fg.download_tinyshakespeare, url=text_file.resolve().as_uri()))
     assert runtime.mnist_source(None) is None and runtime.text_source(None) is None
     assert cli.main(["--download", "--case", "grad-mean"]) == 0
     cache = tmp_path / "funcgrad" / "mnist"
     assert sorted(path.name for path in cache.iterdir()) == sorted(path.name for path in Path(mnist_dir).glob("*.gz"))
     assert runtime.mnist_source(None) == str(cache)
     text = tmp_path / "funcgrad" / "tinyshakespeare" / "input.txt"
-    assert runtime.text_source(None) == str(text) and text.read_bytes() == SHARED_TEXT.read_bytes()
+    assert runtime.text_source(None) == str(text) and text.read_bytes() == text_file.read_bytes()
     printed = capsys.readouterr().out
     assert f"real MNIST from {cache}" in printed and f"char-gpt: the text of {text}" in printed
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from compare.cases import CASES, char_gpt
+from compare import runtime
 from compare.run import run_case
-from tests.conftest import SHARED_TEXT, case_reports, cpu_context, failures
+from tests.conftest import case_reports, cpu_context, failures
 
 CORE_CASES = [
     "grad-mean", "grad-poly-trig", "vjp-and-stop-gradient", "iris-softmax",
@@ -93,7 +94,8 @@ def test_unknown_case_is_named_in_the_error():
 
 
 def test_char_gpt_names_the_text_it_trained_on():
-    expected = f"the text of {SHARED_TEXT}" if SHARED_TEXT.is_file() else "the tinyshakespeare stand-in"
+    source = runtime.text_source(None)
+    expected = f"the text of {source}" if source else "the tinyshakespeare stand-in"
     for dtype in ("float64", "float32"):
         assert reports("char-gpt")[dtype]["data"].startswith(expected)
         assert reports("char-gpt")[dtype]["synced_steps"] == char_gpt.TEST_STEPS

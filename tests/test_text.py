@@ -3,6 +3,7 @@ shakespeare_char/prepare.py does, split and batched as its get_batch does."""
 
 import hashlib
 import os
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -10,20 +11,19 @@ import pytest
 
 import funcgrad as fg
 from funcgrad import text as fg_text
-from tests.conftest import SHARED_TEXT
 
 
 
 def test_the_excerpt_is_the_start_of_tinyshakespeare():
     excerpt = fg.shakespeare_excerpt()
     assert len(excerpt) == 49980 and excerpt.startswith("First Citizen:\nBefore we proceed any further")
-    if SHARED_TEXT.is_file():
-        assert SHARED_TEXT.read_text().startswith(excerpt)
+    named = os.environ.get(fg.TEXT_ENV_VAR)
+    if named and Path(named).is_file():
+        assert Path(named).read_text().startswith(excerpt)
 
 
-@pytest.mark.skipif(not SHARED_TEXT.is_file(), reason="no tinyshakespeare at ../shared/data")
-def test_tinyshakespeare_has_nanogpts_vocabulary_and_split():
-    text = fg.load_text(SHARED_TEXT)
+def test_tinyshakespeare_has_nanogpts_vocabulary_and_split(text_file):
+    text = fg.load_text(text_file)
     assert hashlib.md5(text.encode()).hexdigest() == fg_text.TINYSHAKESPEARE_MD5
     vocabulary = fg.char_vocabulary(text)
     assert len(vocabulary) == 65 and vocabulary[:2] == "\n "
@@ -64,11 +64,9 @@ def test_download_checks_the_sum_before_the_file_takes_its_name(tmp_path):
     assert list((tmp_path / "cache").iterdir()) == []  # no partial file left
 
 
-def test_download_keeps_a_file_whose_sum_is_right_and_fetches_it_when_served(tmp_path, monkeypatch):
-    if not SHARED_TEXT.is_file():
-        pytest.skip("no tinyshakespeare at ../shared/data")
-    fetched = fg.download_tinyshakespeare(tmp_path, url=SHARED_TEXT.as_uri())
-    assert fetched == tmp_path / "input.txt" and fetched.read_bytes() == SHARED_TEXT.read_bytes()
+def test_download_keeps_a_file_whose_sum_is_right_and_fetches_it_when_served(tmp_path, text_file):
+    fetched = fg.download_tinyshakespeare(tmp_path, url=text_file.resolve().as_uri())
+    assert fetched == tmp_path / "input.txt" and fetched.read_bytes() == text_file.read_bytes()
     assert oct(os.stat(fetched).st_mode & 0o777) == "0o644"
     assert fg.download_tinyshakespeare(tmp_path, url="file:///nowhere/input.txt") == fetched  # not fetched again
 
