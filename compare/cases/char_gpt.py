@@ -24,6 +24,7 @@ cache ``--download`` fills, else the excerpt shipped with funcgrad (its first 49
 characters), which the report names.
 """
 
+import functools
 import math
 
 import jax
@@ -73,9 +74,17 @@ def config(vocab_size: int) -> GPTConfig:
 def corpus(ctx) -> tuple[str, str, np.ndarray, np.ndarray]:
     """``(data name, vocabulary, train ids, validation ids)``."""
     data_name, text = ctx.text()
+    return (data_name, *_tokens(text))
+
+
+@functools.lru_cache(maxsize=1)
+def _tokens(text: str) -> tuple[str, np.ndarray, np.ndarray]:
+    """The vocabulary and the split ids, encoded once a text (the run and each evaluation read them)."""
     vocabulary = fg.char_vocabulary(text)
     train, val = fg.split_train_val(fg.encode(text, vocabulary))
-    return data_name, vocabulary, train, val
+    for ids in (train, val):
+        ids.setflags(write=False)
+    return vocabulary, train, val
 
 
 def data_name(ctx) -> str:
