@@ -10,7 +10,7 @@ flax and equinox are imported on first use, never by ``import funcgrad.interop``
 """
 
 from funcgrad.interop import equinox, flax_linen, flax_nnx, ports, rules
-from funcgrad.interop.ports import torch_named_loss
+from funcgrad.interop.ports import framework_names, torch_named_loss
 from funcgrad.interop.rules import Pair, Rule, chain, describe, reshape, transpose
 
-__all__ = ["equinox", "flax_linen", "flax_nnx", "ports", "rules", "torch_named_loss", "Pair", "Rule", "chain", "describe", "reshape", "transpose"]
+__all__ = ["equinox", "flax_linen", "flax_nnx", "ports", "rules", "torch_named_loss", "framework_names", "Pair", "Rule", "chain", "describe", "reshape", "transpose"]

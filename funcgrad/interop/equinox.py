@@ -9,8 +9,10 @@ layer's rule comes from the Equinox module's type. Equinox keeps torch's layouts
 ``use_query_bias=True`` etc.). ``BatchNorm``'s ``weight``/``bias`` are leaves of the module; its
 running mean and variance live in the state: ``ema_state_index[0]``/``[1]`` (``mode="ema"``,
 marked as filled) or ``batch_state_index[0]``/``[1]`` (``mode="batch"``, its ``batch_counter``
-set to 0 so that inference uses them as they are; ``to_torch`` divides them by
-``1 - momentum**batch_counter``, as equinox's inference does). Array leaves of any other module
+set to ``LOADED_COUNT``, 2**30, where equinox's debiasing divides by exactly 1, so inference
+and further training steps use them as torch does; at 0 the first step would divide the
+updated statistics by ``1 - momentum``; ``to_torch`` divides by ``1 - momentum**batch_counter``,
+as equinox's inference does). Array leaves of any other module
 pair with the torch key of the same name, unchanged. Paths are attribute names and list
 indices joined by dots: ``layers.0``; an ``eqx.nn.Sequential``'s are ``features.layers.0``
 (``modules={"features": "features.layers"}`` pairs them with torch's ``features.0``).
@@ -67,6 +69,26 @@ def _zero_like(old):
     if old.weak_type:
         return jnp.asarray(np.zeros((), old.dtype).item())
     return jnp.zeros(old.shape, old.dtype)
+
+
+def _known_true(flag) -> bool:
+    """A flag's value where it is known; a traced one (inside a loss) is not known, and taken as False."""
+    return not isinstance(flag, jax.core.Tracer) and bool(flag)
+
+
+# The batch counter from_torch gives a mode="batch" BatchNorm: at this count equinox's debiasing
+# 1 - momentum**count is 1.0 exactly (for any momentum up to 1 - 1e-7), before and after more
+# steps, so torch's running statistics are used, and updated, as they are. At 0 the first
+# training step would divide them by 1 - momentum.
+LOADED_COUNT = 2**30
+
+
+def _loaded_count(old):
+    """LOADED_COUNT in ``old``'s shape, as an integer of the current mode's width (equinox adds
+    a Python 1 to it, which under 64-bit mode makes a weakly typed int64)."""
+    if getattr(old, "weak_type", False):
+        return jnp.asarray(LOADED_COUNT)
+    return jnp.full(jnp.shape(old), LOADED_COUNT, old.dtype)
 
 
 def _key(path: str, name: str) -> str:
@@ -139,13 +161,17 @@ def from_torch(module, state, state_dict: Mapping[str, Any], modules: rules.Modu
 
     Refuses, with a ValueError naming the keys, any torch key or Equinox leaf left without a
     counterpart, and a shape that does not match after the rule. Nothing is cast: module
-    leaves take torch's dtypes (float64 needs ``with jax.enable_x64(True):``); a BatchNorm's
-    state cannot change dtype, so a running statistic in another dtype than the state's is
-    refused (build the BatchNorm with ``dtype=`` the state_dict's).
+    leaves and the running statistics in the state take torch's dtypes (float64 needs
+    ``with jax.enable_x64(True):``), so a model and state built in float32 load a float64
+    state_dict as float64.
     """
     import equinox as eqx
 
     where = "equinox.from_torch"
+    # State.set retires the state it is called on; a clone leaves the caller's usable, so one
+    # state can be loaded again and again (as a loss over torch's names does every step)
+    leaves_of_state, structure = jax.tree_util.tree_flatten(state)
+    state = jax.tree_util.tree_unflatten(structure, leaves_of_state)
     layers, places, leaves = _read(module, state)
     plan = rules.plan(layers, "equinox", modules, overrides)
     arrays = rules.from_torch_arrays(where, FRAMEWORK, plan, state_dict)
@@ -157,23 +183,37 @@ def from_torch(module, state, state_dict: Mapping[str, Any], modules: rules.Modu
         module = eqx.tree_at(lambda m: [_get(m, places[key][1]) for key in in_module], module,
                              [converted[key] for key in in_module])
     statistics: dict[int, tuple] = {}
-    wrong = []
     for pair in plan:
         key = pair.framework_key
         if key is not None and places[key][0] == "state":
             _, batch_norm, index, position = places[key]
             statistics.setdefault(id(batch_norm), (batch_norm, index, {}))[2][position] = converted[key]
-            if converted[key].dtype != leaves[key].dtype:
-                wrong.append(f"{pair.torch_key} is {converted[key].dtype}, {key} is {leaves[key].dtype}")
-    if wrong:
-        raise ValueError(f"{where}: equinox's State keeps its dtypes: " + "; ".join(wrong)
-                         + "; build the BatchNorm with dtype= the state_dict's, or cast the state_dict")
+    replacements = []  # (the state's leaf, its new value)
     for batch_norm, index, values in statistics.values():
-        state = state.set(getattr(batch_norm, index), (values[0], values[1]))
-        # the statistics are filled (ema) and used as they are (batch: no debiasing at count 0)
-        flag = batch_norm.ema_first_time_index if index == "ema_state_index" else batch_norm.batch_counter
-        state = state.set(flag, _zero_like(state.get(flag)))
-    return module, state
+        replacements += list(zip(state.get(getattr(batch_norm, index)), (values[0], values[1])))
+        # the statistics are filled (ema) and used as they are (batch: no debiasing at LOADED_COUNT)
+        if index == "ema_state_index":
+            state = state.set(batch_norm.ema_first_time_index, _zero_like(state.get(batch_norm.ema_first_time_index)))
+        else:
+            counter = state.get(batch_norm.batch_counter)
+            replacements.append((counter, _loaded_count(counter)))
+    return module, _replaced(state, replacements)
+
+
+def _replaced(state, replacements) -> Any:
+    """``state`` with leaves replaced (each found by identity), dtypes and all.
+
+    ``State.set`` keeps a value's dtype, but a float64 step (the float64 twin of a float32
+    one) needs float64 statistics, and equinox's count of 64-bit mode's integer width, in a
+    state made in float32."""
+    leaves, structure = jax.tree_util.tree_flatten(state)
+    for old, new in replacements:
+        at = [i for i, leaf in enumerate(leaves) if leaf is old]
+        if len(at) != 1:
+            raise ValueError(f"equinox.from_torch: a BatchNorm's state entry is found {len(at)} times among the "
+                             f"state's leaves; give each BatchNorm arrays of its own")
+        leaves[at[0]] = new
+    return jax.tree_util.tree_unflatten(structure, leaves)
 
 
 def to_torch(module, state, modules: rules.Modules = None, overrides: rules.Overrides = None,
@@ -189,17 +229,62 @@ def to_torch(module, state, modules: rules.Modules = None, overrides: rules.Over
     """
     layers, places, leaves = _read(module, state)
     plan = rules.plan(layers, "equinox", modules, overrides)
-    arrays = {key: np.asarray(leaf) for key, leaf in leaves.items()}
+    traced = any(isinstance(leaf, jax.core.Tracer) for leaf in leaves.values())  # inside a loss: stay JAX
+    arrays = {key: leaf if traced else np.asarray(leaf) for key, leaf in leaves.items()}
     for key, place in places.items():
         if place[0] != "state":
             continue
         _, batch_norm, index, _ = place
-        if index == "ema_state_index" and bool(state.get(batch_norm.ema_first_time_index)):
+        if index == "ema_state_index" and _known_true(state.get(batch_norm.ema_first_time_index)):
             raise ValueError(f"equinox.to_torch: BatchNorm {key.rpartition('.')[0] or '(root)'} (mode='ema') has not "
                              f"filled its running statistics yet, so torch's running_mean/running_var have no "
                              f"values; run it once in training mode, or start from torch with from_torch")
         if index == "batch_state_index":
-            count = int(state.get(batch_norm.batch_counter))
-            if count:
-                arrays[key] = (arrays[key] / (1 - batch_norm.momentum**count)).astype(arrays[key].dtype)
+            count = state.get(batch_norm.batch_counter)
+            if isinstance(count, jax.core.Tracer):
+                scale = jnp.where(count == 0, 1, 1 - batch_norm.momentum**count)
+                arrays[key] = (arrays[key] / scale).astype(arrays[key].dtype)
+            elif int(count):
+                arrays[key] = (arrays[key] / (1 - batch_norm.momentum**int(count))).astype(arrays[key].dtype)
     return rules.to_torch_arrays("equinox.to_torch", FRAMEWORK, plan, arrays, num_batches_tracked)
+
+
+def taps(forward, load, modules: Mapping[str, str]):
+    """``jax_taps`` for ``compare_steps(..., jax_taps=)``: each Equinox module ``modules`` names
+    (torch path -> Equinox path, as ``from_torch`` takes it), its outputs from one eager run of
+    ``forward`` (per example under ``vmap``, stacked), in torch's layout as Equinox keeps it.
+
+        jax_taps = taps(framework_loss, lambda sd: from_torch(model, state, sd, modules=modules), modules)
+    """
+    from funcgrad.interop import taps as tapping
+
+    def find(loaded, modules):
+        module = loaded[0] if isinstance(loaded, tuple) else loaded
+        by_path = _submodules(module)
+        missing = sorted(path for path in modules.values() if path not in by_path)
+        if missing:
+            raise ValueError(f"equinox.taps: modules {missing} are not in the model; its modules are "
+                             f"{sorted(path for path in by_path if path)}")
+        return {id(by_path[path]): (by_path[path], torch_path) for torch_path, path in modules.items()}
+
+    return tapping.tap_function(forward, load, modules, find, lambda module, array: array, "equinox.taps")
+
+
+def _submodules(module, prefix: str = "") -> dict[str, Any]:
+    """Every Equinox module inside ``module`` by its dotted path (attributes and list indices)."""
+    import dataclasses
+
+    import equinox as eqx
+
+    found = {prefix: module}
+
+    def visit(value, path):
+        if isinstance(value, eqx.Module):
+            found.update(_submodules(value, path))
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                visit(item, _key(path, str(index)))
+
+    for field in dataclasses.fields(module):
+        visit(getattr(module, field.name, None), _key(prefix, field.name))
+    return found

@@ -395,16 +395,20 @@ def from_torch_arrays(where: str, framework: str, pairs: Sequence[Pair],
 
 def to_torch_arrays(where: str, framework: str, pairs: Sequence[Pair], arrays: Mapping[str, Any],
                     num_batches_tracked: int | Mapping[str, Any] | None) -> dict[str, np.ndarray]:
-    """torch's ``state_dict`` (numpy arrays, in the plan's order) from the framework's leaves by key."""
+    """torch's ``state_dict`` (in the plan's order) from the framework's leaves by key: numpy
+    arrays, or JAX arrays when the leaves are JAX arrays inside a trace (a loss that returns
+    torch-named buffers differentiates through this)."""
     state: dict[str, np.ndarray] = {}
     packed: dict[str, list[tuple[Pair, np.ndarray]]] = {}
     counters = [pair.torch_key for pair in pairs if pair.framework_key is None]
+    traced = any(isinstance(leaf, jax.core.Tracer) for leaf in arrays.values())
     for pair in pairs:
         if pair.framework_key is None:
             continue
-        array = pair.rule.to_torch(np.asarray(arrays[pair.framework_key]))
+        leaf = arrays[pair.framework_key]
+        array = pair.rule.to_torch(leaf if traced else np.asarray(leaf))
         if pair.rows is None:
-            state[pair.torch_key] = np.array(array)  # a writable copy, as torch.from_numpy wants
+            state[pair.torch_key] = array if traced else np.array(array)  # a writable copy for torch.from_numpy
         else:
             state.setdefault(pair.torch_key, None)
             packed.setdefault(pair.torch_key, []).append((pair, array))
@@ -417,7 +421,7 @@ def to_torch_arrays(where: str, framework: str, pairs: Sequence[Pair], arrays: M
         if len(kinds) > 1:
             packed_as = ", ".join(f"{pair.framework_key} {array.shape} {array.dtype}" for pair, array in parts)
             raise ValueError(f"{where}: {key} packs {packed_as}, which differ in trailing shape or dtype")
-        state[key] = np.concatenate([array for _, array in parts])
+        state[key] = (jax.numpy.concatenate if traced else np.concatenate)([array for _, array in parts])
     _refuse_leftovers(where, framework, torch_left, [])
     for key in counters:
         state[key] = _counter(where, framework, key, counters, num_batches_tracked)
@@ -434,6 +438,11 @@ def _counter(where: str, framework: str, key: str, keys: Sequence[str],
         if key not in given:
             raise ValueError(f"{where}: num_batches_tracked has no {key!r}; it needs every one of {list(keys)}")
         given = given[key]
+    if isinstance(given, jax.core.Tracer):  # a count inside a trace: its value cannot be checked, its kind can
+        if given.shape != () or not jax.numpy.issubdtype(given.dtype, jax.numpy.integer):
+            raise ValueError(f"{where}: num_batches_tracked for {key} must be an integer scalar, got {given.dtype} "
+                             f"{given.shape}")
+        return given
     value = np.asarray(given)
     if value.shape != () or not np.issubdtype(value.dtype, np.integer) or value < 0:
         raise ValueError(f"{where}: num_batches_tracked for {key} must be a non-negative integer, got {given!r}")

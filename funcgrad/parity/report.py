@@ -148,7 +148,8 @@ def first_failure(dtype: str, t: int, keys: list[str], failed: set[str], names: 
         return f"{where}: the loss differs at the same weights (the forward pass)"
     wrong = [short(key) for key in by_stage["forward"] if key in failed]
     if wrong:
-        return f"{where}: the forward pass's {', '.join(wrong)} differs (the loss agrees)"
+        return (f"{where}: the forward pass's {', '.join(wrong)} {'differs' if len(wrong) == 1 else 'differ'} "
+                "(the loss agrees)")
     gradients = list(reversed(by_stage["gradient"]))
     wrong = [short(key) for key in gradients if key in failed]
     if wrong:

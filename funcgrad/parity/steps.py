@@ -45,6 +45,7 @@ then ``scheduler.step()``), so every batch is met the same way on both sides.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, Callable, Iterable
 
 import jax
@@ -53,7 +54,7 @@ import optax
 
 from funcgrad import _checks
 from funcgrad.optim import torch_state
-from funcgrad.parity import band, replay, report
+from funcgrad.parity import band, locate, replay, report
 from funcgrad.parity.quantities import Quantity, StepJudge, compare_results
 from funcgrad.parity.runs import LOSSES, final_weights, recorded_run
 from funcgrad.parity.values import DTYPES, dtype_names, unwrap
@@ -101,6 +102,8 @@ def assert_same_steps(
     start_step: int = 0,
     *,
     torch_after_backward: Callable[[Any], Any] | None = None,
+    framework_names: Mapping[str, str] | None = None,
+    jax_taps: Callable | None = None,
 ) -> dict[str, StepVerdict]:
     """:func:`compare_steps`, raising :class:`~funcgrad.ParityError` when a dtype fails:
     its message names the dtype, step, stage and parameter of the first synced step that
@@ -110,7 +113,8 @@ def assert_same_steps(
     >>> print(verdicts["float32"].summary)
     """
     verdicts = compare_steps(jax_loss, jax_optimizer, torch_setup, torch_loss, batches, dtypes, every, stateful,
-                             start_step, torch_after_backward=torch_after_backward)
+                             start_step, torch_after_backward=torch_after_backward, framework_names=framework_names,
+                             jax_taps=jax_taps)
     failed = [v for v in verdicts.values() if not v.passed]
     if failed:
         raise report.ParityError("\n".join(v.summary for v in failed),
@@ -130,6 +134,8 @@ def compare_steps(
     start_step: int = 0,
     *,
     torch_after_backward: Callable[[Any], Any] | None = None,
+    framework_names: Mapping[str, str] | None = None,
+    jax_taps: Callable | None = None,
 ) -> dict[str, StepVerdict]:
     """Replay every ``every``-th step of the torch run in JAX from torch's exact state and
     judge each stage; compare the whole runs too. Returns ``{dtype: StepVerdict}``.
@@ -160,6 +166,15 @@ def compare_steps(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)``); the gradient stage is
         judged on the gradients before it (the port clips in its optimizer:
         ``fg.optim.clip_grad_norm`` chained first).
+      framework_names: torch key -> the port's own name for it (a Flax or Equinox port:
+        ``fg.interop.framework_names(flax_nnx.pairs(model, modules=...))``); the first failure
+        names both: ``the gradient of features.0.weight / conv1.kernel differs``.
+      jax_taps: ``(params, buffers, batch) -> {torch module path: output}`` (the port's
+        module outputs in torch's layout: ``fg.interop.flax_nnx.taps``,
+        ``fg.interop.equinox.taps``). When a step's loss differs at the same weights, that
+        step's forward pass is rerun in float64 from torch's state, torch's modules read with
+        forward hooks, and the verdict names the first module whose output differs
+        (:mod:`funcgrad.parity.locate`).
 
     >>> verdicts = compare_steps(loss_fn, optimizer, torch_setup, torch_loss, batches)
     >>> verdicts["float32"].passed, verdicts["float32"].separation
@@ -168,11 +183,18 @@ def compare_steps(
     what = "compare_steps"
     batches = _check_arguments(what, jax_loss, jax_optimizer, torch_setup, torch_loss, batches, every, stateful,
                                start_step, torch_after_backward)
+    if jax_taps is not None and not callable(jax_taps):
+        raise TypeError(f"{what}: jax_taps must be a function (params, buffers, batch) -> {{module: output}}, got "
+                        f"{type(jax_taps).__name__}")
+    if framework_names is not None and not (isinstance(framework_names, Mapping) and all(
+            isinstance(key, str) and isinstance(value, str) for key, value in framework_names.items())):
+        raise TypeError(f"{what}: framework_names must map torch keys to the port's names (str to str), got "
+                        f"{framework_names!r:.200}")
     names = dtype_names(what, dtypes)
     step_fn = replay.jax_step(jax_loss, jax_optimizer, stateful)
     run = _Replay(what, step_fn, jax_loss, jax_optimizer, torch_setup, torch_loss, batches, every, stateful,
                   start_step, torch_after_backward)
-    verdicts, reference_run = {}, None
+    verdicts, reference_run, located = {}, None, {}
     for name in sorted(names, key=DTYPES.index):
         dtype = np.dtype(name)
         if dtype == np.float32 and reference_run is None:
@@ -182,7 +204,17 @@ def compare_steps(
         if dtype == np.float64:
             reference_run = torch_run
         jax_run = run.free_jax_run(dtype, initial, stages)
-        verdicts[name] = _verdict(name, judge, torch_run, jax_run, reference_run if dtype == np.float32 else None)
+        verdicts[name] = _verdict(name, judge, torch_run, jax_run, reference_run if dtype == np.float32 else None,
+                                  framework_names or {})
+        first = _first_failing_step(dtype, judge)
+        if jax_taps is not None and first is not None and "forward/loss" in judge.failures[first]:
+            if first not in located:
+                located[first] = locate.first_differing_module(
+                    what, torch_setup, torch_loss, batches, first - start_step, stateful, torch_after_backward,
+                    jax_taps, locate.module_names(framework_names or {}))
+            verdict, alone = verdicts[name], verdicts[name].first_failure
+            verdict.first_failure = f"{alone}; {located[first]}"
+            verdict.summary = verdict.first_failure + verdict.summary[len(alone):]
         runs = {"jax": jax_run, "torch": torch_run} | ({"reference": reference_run} if dtype == np.float32 else {})
         verdicts[name].final_weights = {side: final_weights(whole) for side, whole in runs.items()}
     return {name: verdicts[name] for name in names}
@@ -212,6 +244,13 @@ def floor(
     what = "compare_steps"
     batches = _check_arguments(what, jax_loss, jax_optimizer, torch_setup, torch_loss, batches, every, stateful,
                                start_step, torch_after_backward)
+    if jax_taps is not None and not callable(jax_taps):
+        raise TypeError(f"{what}: jax_taps must be a function (params, buffers, batch) -> {{module: output}}, got "
+                        f"{type(jax_taps).__name__}")
+    if framework_names is not None and not (isinstance(framework_names, Mapping) and all(
+            isinstance(key, str) and isinstance(value, str) for key, value in framework_names.items())):
+        raise TypeError(f"{what}: framework_names must map torch keys to the port's names (str to str), got "
+                        f"{framework_names!r:.200}")
     names = dtype_names(what, dtypes)
     run = _Replay(what, replay.jax_step(jax_loss, jax_optimizer, stateful), jax_loss, jax_optimizer, torch_setup,
                   torch_loss, batches, every, stateful, start_step, torch_after_backward)
@@ -353,7 +392,7 @@ class _Replay:
 
 
 def _verdict(dtype_name: str, judge: StepJudge, torch_run: dict, jax_run: dict, reference_run: dict | None,
-             ) -> StepVerdict:
+             framework_names: Mapping[str, str] = {}) -> StepVerdict:
     """One dtype's verdict from its judged synced steps and the two whole runs.
 
     Whole runs that differ while every synced step agrees are rounding amplified by the
@@ -367,9 +406,9 @@ def _verdict(dtype_name: str, judge: StepJudge, torch_run: dict, jax_run: dict, 
     steps = len(judge.steps)
     kinks = _discontinuities(dtype, judge)
     synced = judge.rows(kinks)
-    first = next((t for t in judge.steps if t in judge.failures and t not in kinks), None)
-    first_failure = None if first is None else report.first_failure(dtype_name, first, judge.keys,
-                                                                     set(judge.failures[first]))
+    first = _first_failing_step(dtype, judge)
+    first_failure = None if first is None else report.first_failure(
+        dtype_name, first, judge.keys, set(judge.failures[first]), _named(judge.keys, framework_names))
     whole_run = compare_results(jax_run, torch_run, dtype, reference_run)
     whole_passed = all(row.passed for row in whole_run)
     separation = min((row.first_divergence for row in whole_run if row.first_divergence is not None), default=None)
@@ -393,6 +432,24 @@ def _verdict(dtype_name: str, judge: StepJudge, torch_run: dict, jax_run: dict, 
     summary += report.nonfinite_note(_first_nonfinite({"jax": jax_run, "torch": torch_run}))
     return StepVerdict(dtype_name, synced, whole_run, steps, first_failure,
                        separation if not whole_passed else None, passed, summary)
+
+
+def _first_failing_step(dtype, judge: StepJudge) -> int | None:
+    """The first synced step that fails, a discontinuity's steps aside."""
+    kinks = _discontinuities(np.dtype(dtype), judge)
+    return next((t for t in judge.steps if t in judge.failures and t not in kinks), None)
+
+
+def _named(keys: list[str], framework_names: Mapping[str, str]) -> dict[str, str]:
+    """Each step quantity's key -> its parameter's or buffer's name in the port's framework:
+    ``gradient/0.weight``, ``forward/new 1.running_mean``, ``optimizer/mu of 0.weight``."""
+    named = {}
+    for key in keys:
+        label = key.split("/", 1)[1]
+        torch_key = label.rpartition(" of ")[2] if " of " in label else label.removeprefix("new ")
+        if torch_key in framework_names:
+            named[key] = framework_names[torch_key]
+    return named
 
 
 def _first_nonfinite(runs: dict) -> dict[str, int]:
