@@ -281,10 +281,25 @@ def prove(port: Port, steps: list[tuple], dtypes=("float64", "float32"), optimiz
                                 torch_after_backward=torch_clip, framework_names=port.names, jax_taps=port.taps)
 
 
+def report_plain_optax(port: Port, steps: list[tuple]) -> None:
+    """What the verdict says of plain ``optax.adamw``: float64 passes; float32 names the
+    optimizer's new values where Optax's float32 bias correction shows."""
+    verdicts = fg.compare_steps(port.loss, plain_optax_adamw(), torch_setup, torch_loss, steps, stateful=True,
+                                torch_after_backward=torch_clip, framework_names=port.names)
+    for verdict in verdicts.values():
+        print(f"plain optax.adamw: {verdict.summary}")
+        for row in verdict.synced:
+            if not row.passed:
+                print(f"  {row.name}: {row.max_abs_err:.2g} off; JAX {row.jax_ref_err:.2g} from its float64 step, "
+                      f"torch {row.torch_ref_err:.2g} from its; {row.band_ratio:.2f}x the band; {row.note}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60, help="training steps (default 60)")
     parser.add_argument("--framework", choices=["nnx", "equinox", "both"], default="both")
+    parser.add_argument("--plain-optax", action="store_true",
+                        help="also judge the NNX port with plain optax.adamw (Optax's own Adam) and print the rows")
     args = parser.parse_args()
     every_step = batches(args.steps)
     for framework in (["nnx", "equinox"] if args.framework == "both" else [args.framework]):
@@ -292,3 +307,5 @@ if __name__ == "__main__":
         print(f"{framework}: " + ", ".join(f"{key} = {name}" for key, name in port.names.items()))
         for verdict in prove(port, every_step).values():
             print(f"{framework}: {verdict.summary}")
+    if args.plain_optax:
+        report_plain_optax(PORTS["nnx"](), every_step)
