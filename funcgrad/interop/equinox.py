@@ -249,25 +249,25 @@ def to_torch(module, state, modules: rules.Modules = None, overrides: rules.Over
     return rules.to_torch_arrays("equinox.to_torch", FRAMEWORK, plan, arrays, num_batches_tracked)
 
 
-def taps(forward, load, modules: Mapping[str, str]):
-    """``jax_taps`` for ``compare_steps(..., jax_taps=)``: each Equinox module ``modules`` names
-    (torch path -> Equinox path, as ``from_torch`` takes it), its outputs from one eager run of
-    ``forward`` (per example under ``vmap``, stacked), in torch's layout as Equinox keeps it.
+def taps(forward, load, modules: rules.Modules = None):
+    """``jax_taps`` for ``compare_steps(..., jax_taps=)``: the output of each Equinox module the
+    bridge pairs with a torch module (``modules`` as ``from_torch`` takes it), by torch path,
+    from one eager run of ``forward(loaded, batch)`` (per example under ``vmap``, stacked), in
+    torch's layout as Equinox keeps it.
 
         jax_taps = taps(framework_loss, lambda sd: from_torch(model, state, sd, modules=modules), modules)
     """
     from funcgrad.interop import taps as tapping
 
-    def find(loaded, modules):
-        module = loaded[0] if isinstance(loaded, tuple) else loaded
+    def find(loaded):
+        module, state = loaded if isinstance(loaded, tuple) else (loaded, None)
+        layers, _, _ = _read(module, state)
+        torch_paths = rules.torch_module_paths(layers, modules)
         by_path = _submodules(module)
-        missing = sorted(path for path in modules.values() if path not in by_path)
-        if missing:
-            raise ValueError(f"equinox.taps: modules {missing} are not in the model; its modules are "
-                             f"{sorted(path for path in by_path if path)}")
-        return {id(by_path[path]): (by_path[path], torch_path) for torch_path, path in modules.items()}
+        return {id(by_path[layer.path]): (by_path[layer.path], torch_paths[layer.path])
+                for layer in layers if layer.path in by_path and layer.kind != "unknown"}
 
-    return tapping.tap_function(forward, load, modules, find, lambda module, array: array, "equinox.taps")
+    return tapping.tap_function(forward, load, find, lambda module, array: array)
 
 
 def _submodules(module, prefix: str = "") -> dict[str, Any]:

@@ -134,26 +134,27 @@ def to_torch(model, modules: rules.Modules = None, overrides: rules.Overrides = 
     return rules.to_torch_arrays("flax_nnx.to_torch", FRAMEWORK, plan, leaves, num_batches_tracked)
 
 
-def taps(forward, load, modules: Mapping[str, str]):
-    """``jax_taps`` for ``compare_steps(..., jax_taps=)``: each NNX module ``modules`` names
-    (torch path -> NNX path, as ``from_torch`` takes it), its output in torch's layout (a
-    conv's or BatchNorm's channels moved to axis 1), from one eager run of ``forward``.
+def taps(forward, load, modules: rules.Modules = None):
+    """``jax_taps`` for ``compare_steps(..., jax_taps=)``: the output of each NNX module the
+    bridge pairs with a torch module (``modules`` as ``from_torch`` takes it), by torch path, in
+    torch's layout (a conv's or BatchNorm's channels moved to axis 1), from one eager run of
+    ``forward(model, batch)``.
 
         jax_taps = taps(framework_loss, lambda sd: from_torch(model, sd, modules=modules), modules)
     """
+    from flax import nnx
+
     from funcgrad.interop import taps as tapping
 
-    def find(model, modules):
-        from flax import nnx
-
+    def find(model):
+        _, _, leaves = _read(model)
+        layers = _layers(model, leaves)
+        torch_paths = rules.torch_module_paths(layers, modules)
         by_path = {_dotted(path): module for path, module in nnx.iter_modules(model)}
-        missing = sorted(path for path in modules.values() if path not in by_path)
-        if missing:
-            raise ValueError(f"flax_nnx.taps: modules {missing} are not in the model; its modules are "
-                             f"{sorted(path for path in by_path if path)}")
-        return {id(by_path[path]): (by_path[path], torch_path) for torch_path, path in modules.items()}
+        return {id(by_path[layer.path]): (by_path[layer.path], torch_paths[layer.path])
+                for layer in layers if layer.path in by_path and layer.kind != "unknown"}
 
-    return tapping.tap_function(forward, load, modules, find, _torch_layout, "flax_nnx.taps")
+    return tapping.tap_function(forward, load, find, _torch_layout)
 
 
 def _torch_layout(module, array: np.ndarray) -> np.ndarray:

@@ -271,6 +271,11 @@ def plan(layers: Sequence[Layer], style: str, modules: Modules = None, overrides
     return pairs
 
 
+def torch_module_paths(layers: Sequence[Layer], modules: Modules = None) -> dict[str, str]:
+    """Each framework layer's torch module path, as ``plan`` pairs them: ``{"conv1": "features.0"}``."""
+    return _torch_paths(layers, modules)
+
+
 def _torch_paths(layers: Sequence[Layer], modules: Modules) -> dict[str, str]:
     if callable(modules):
         paths = {layer.path: modules(layer.path) for layer in layers}

@@ -8,7 +8,10 @@ stacked back into the batch. The outputs come back in torch's layout: a Flax con
 BatchNorm's channels-last output with its channels moved to axis 1.
 
     jax_taps = flax_nnx.taps(framework_loss, load, modules={"0": "conv1", "1": "bn1"})
-    jax_taps(params, buffers, batch)   # {"0": conv1's output, "1": bn1's output}
+    jax_taps(params, buffers, batch)   # {"0": conv1's output, "1": bn1's output, ...}
+
+The modules watched are the ones the bridge pairs with torch modules (those with parameters
+or statistics), named as ``from_torch`` names them with the same ``modules=``.
 """
 
 from __future__ import annotations
@@ -82,18 +85,14 @@ def capture(forward: Callable[[Any, Any], Any], model, batch, watched: Mapping[i
     return taps
 
 
-def tap_function(forward: Callable, load: Callable[[dict], Any], modules: Mapping[str, str],
-                 find: Callable[[Any, Mapping[str, str]], dict[int, tuple[Any, str]]],
-                 to_torch_layout: Callable[[Any, np.ndarray], np.ndarray], where: str) -> Callable:
+def tap_function(forward: Callable, load: Callable[[dict], Any],
+                 find: Callable[[Any], dict[int, tuple[Any, str]]],
+                 to_torch_layout: Callable[[Any, np.ndarray], np.ndarray]) -> Callable:
     """``jax_taps(params, buffers, batch)`` for ``compare_steps``: ``load`` the state_dict,
-    find the modules ``modules`` names (torch path -> framework path), run ``forward``."""
-    if not isinstance(modules, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
-                                                   for k, v in modules.items()):
-        raise TypeError(f"{where}: modules must map torch module paths to the port's module paths (str to str), "
-                        f"got {modules!r:.200}")
+    ``find`` the modules to watch in what it loaded (id -> (module, torch path)), run ``forward``."""
 
     def jax_taps(params, buffers, batch):
         model = load(_flat(params) | _flat(buffers or {}))
-        return capture(forward, model, batch, find(model, modules), to_torch_layout)
+        return capture(forward, model, batch, find(model), to_torch_layout)
 
     return jax_taps

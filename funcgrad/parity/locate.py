@@ -73,7 +73,7 @@ def first_differing_module(what: str, torch_setup: Callable, torch_loss: Callabl
 def _words(torch_outputs: Mapping[str, np.ndarray], jax_outputs: Mapping[str, np.ndarray],
            module_names: Mapping[str, str]) -> str:
     def named(path):
-        return f"{path} / {module_names[path]}" if path in module_names else path
+        return f"{path} / {module_names[path]}" if module_names.get(path, path) != path else path
 
     rtol, atol = band.TOLERANCES[FLOAT64]
     compared = [path for path in torch_outputs if path in jax_outputs]

@@ -140,7 +140,7 @@ def first_failure(dtype: str, t: int, keys: list[str], failed: set[str], names: 
     framework, shown beside torch's."""
     def short(key: str) -> str:
         name = key.split("/", 1)[1]
-        return f"{name} / {names[key]}" if key in names else name
+        return f"{name} / {names[key]}" if key in names and not name.endswith(names[key]) else name
 
     by_stage = {stage: [key for key in keys if key.startswith(stage + "/")] for stage in STAGES}
     where = f"{dtype}, step {t}"
