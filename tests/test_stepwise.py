@@ -49,6 +49,12 @@ def test_a_correct_port_passes_every_step_in_both_dtypes():
         assert f"{dtype}: every synced step agrees (3 steps)" in verdict.summary
 
 
+def test_the_floor_runs_every_step_a_verdict_runs_and_judges_nothing():
+    assert fg.parity.steps.floor(jax_loss, OPTIMIZER, torch_setup, torch_loss, BATCHES) is None
+    with pytest.raises(ValueError, match="no batches"):
+        fg.parity.steps.floor(jax_loss, OPTIMIZER, torch_setup, torch_loss, [])
+
+
 def test_every_kth_step_is_synced():
     verdicts = fg.compare_steps(jax_loss, OPTIMIZER, torch_setup, torch_loss, BATCHES, dtypes=["float64"], every=2)
     assert verdicts["float64"].synced_steps == 2  # steps 0 and 2

@@ -244,13 +244,6 @@ def floor(
     what = "compare_steps"
     batches = _check_arguments(what, jax_loss, jax_optimizer, torch_setup, torch_loss, batches, every, stateful,
                                start_step, torch_after_backward)
-    if jax_taps is not None and not callable(jax_taps):
-        raise TypeError(f"{what}: jax_taps must be a function (params, buffers, batch) -> {{module: output}}, got "
-                        f"{type(jax_taps).__name__}")
-    if framework_names is not None and not (isinstance(framework_names, Mapping) and all(
-            isinstance(key, str) and isinstance(value, str) for key, value in framework_names.items())):
-        raise TypeError(f"{what}: framework_names must map torch keys to the port's names (str to str), got "
-                        f"{framework_names!r:.200}")
     names = dtype_names(what, dtypes)
     run = _Replay(what, replay.jax_step(jax_loss, jax_optimizer, stateful), jax_loss, jax_optimizer, torch_setup,
                   torch_loss, batches, every, stateful, start_step, torch_after_backward)
