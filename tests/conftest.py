@@ -3,6 +3,8 @@
 import dataclasses
 import functools
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 # Under pytest-xdist with no more cores than workers, each worker gets a core of its own and
@@ -13,6 +15,20 @@ if os.environ.get("PYTEST_XDIST_WORKER") and hasattr(os, "sched_setaffinity"):
     if len(_cores) <= int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")):
         os.sched_setaffinity(0, {_cores[int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw")) % len(_cores)]})
         os.environ["OMP_NUM_THREADS"] = "1"
+
+# Two thirds of the suite's time was XLA compiling, much of it the same programs again: each
+# mutant clears jax's caches (compare/mutants.py) and the honest runs after it compile anew,
+# examples and cases build the same steps from fresh closures. One persistent compilation
+# cache for the run, in a temporary folder the workers and the subprocesses inherit, compiles
+# each program once (its key holds XLA_FLAGS, so an instruction-set corner compiles its own).
+# A cached executable is the one XLA built: nothing judged changes. A cache the user names
+# ($JAX_COMPILATION_CACHE_DIR) is theirs and kept; JAX_ENABLE_COMPILATION_CACHE=false turns it off.
+_RUN_COMPILATION_CACHE = None
+if not os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    _RUN_COMPILATION_CACHE = tempfile.mkdtemp(prefix="funcgrad-tests-xla-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _RUN_COMPILATION_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 import jax
 import numpy as np
@@ -43,6 +59,11 @@ def pytest_configure(config):
     # ... and tinyshakespeare from ../shared/data/tinyshakespeare (char-gpt).
     if not os.environ.get(fg.TEXT_ENV_VAR) and SHARED_TEXT.is_file():
         os.environ[fg.TEXT_ENV_VAR] = str(SHARED_TEXT)
+
+
+def pytest_unconfigure(config):
+    if _RUN_COMPILATION_CACHE:  # the process that made the run's cache, after its workers
+        shutil.rmtree(_RUN_COMPILATION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
