@@ -17,6 +17,7 @@ import datetime
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,7 @@ def header(environment: dict, dtypes: list[str], mnist_dir: str | None, text_fil
 
 
 def main(argv=None) -> int:
+    started = time.perf_counter()
     args = parse_args(argv)
     if args.download:
         try:
@@ -160,7 +162,7 @@ def main(argv=None) -> int:
     for note in sorted(data_notes):
         print(f"data: {note}")
     failed = [entry["name"] for entry in cases if not entry["passed"]]
-    summary.append(f"{len(cases) - len(failed)} passed, {len(failed)} failed")
+    summary.append(f"{len(cases) - len(failed)} passed, {len(failed)} failed in {time.perf_counter() - started:.1f} s")
     print(summary[-1])
     if failed:
         print(f"failed: {', '.join(failed)} (rerun with --details to see every quantity)")
