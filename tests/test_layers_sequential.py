@@ -169,6 +169,20 @@ def test_dropout_masks_keep_the_same_units_in_float32_and_float64():
     np.testing.assert_array_equal(single > 0, double > 0)
 
 
+@pytest.mark.parametrize("shape", [(6, 1, 5, 5), (2, 3, 4), (7, 3), (), (0, 3)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_inits_and_masks_are_jax_randoms_own_draws_for_their_shape(shape, dtype):
+    """fg.layers draws flat and reshapes (XLA:CPU compiles that faster): the numbers must be
+    those ``jax.random.uniform`` draws for the shape itself, in each dtype."""
+    key = jax.random.key(3)
+    with jax.enable_x64(dtype == "float64"):
+        drawn = L.base.uniform(key, shape, jnp.dtype(dtype), -0.5, 0.5)
+        assert drawn.shape == shape and drawn.dtype == jnp.dtype(dtype)
+        np.testing.assert_array_equal(drawn, jax.random.uniform(key, shape, jnp.dtype(dtype), -0.5, 0.5))
+        mask = L.dropout_mask(key, shape, 0.4, jnp.dtype(dtype))
+        np.testing.assert_array_equal(mask > 0, jax.random.uniform(key, shape, jnp.float32) < jnp.float32(0.6))
+
+
 def test_layer_keys_differ_by_name_and_agree_across_calls():
     key = jax.random.key(3)
     assert jnp.all(jax.random.key_data(L.layer_key(key, "3")) == jax.random.key_data(L.layer_key(key, "3")))

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from funcgrad import _checks
-from funcgrad.layers.base import Layer, layer, torch_repr, uniform_fan_in
+from funcgrad.layers.base import Layer, layer, torch_repr, uniform, uniform_fan_in
 from funcgrad.layers.dropout import dropout_mask, layer_key
 from funcgrad.layers.linear import linear_apply
 from funcgrad.types import Params
@@ -194,7 +194,7 @@ def multihead_attention_init(
 def _xavier_uniform(key, shape, dtype):
     """``nn.init.xavier_uniform_`` of a ``(fan_out, fan_in)`` matrix."""
     bound = math.sqrt(6.0 / (shape[0] + shape[1]))
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
+    return uniform(key, shape, dtype, -bound, bound)
 
 
 def multihead_attention_apply(

