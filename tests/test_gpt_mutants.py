@@ -1,12 +1,12 @@
 """Transformer porting bugs (compare/gpt_mutants.py) under the step-synchronized verdict:
 each fails at the step, stage and parameter where it is, and the honest port passes.
 
-Each mutant is a port of its own, compiled afresh: three XLA programs for a float32 verdict
-(its step, its float64 twin, its whole run), about 3.5 s each with XLA's optimizations. What
-is judged here is the verdict, not XLA's code, so these tests compile without them
-(``jax_disable_most_optimizations``: 4x faster to compile; the honest port passes under it
-too); ``python -m compare.gpt_mutants`` runs every mutant in
-both dtypes as users compile (docs/transformers.md). The suite judges every mutant in float32,
+Each mutant is a port of its own, compiled afresh: two XLA programs for a float32 verdict
+(its step, which its whole run shares, and its float64 twin), about 3.5 s each with XLA's
+optimizations. What is judged here is the verdict, not XLA's code, so these tests compile
+without them (``jax_disable_most_optimizations``: 4x faster to compile; the honest port
+passes under it too); ``python -m compare.gpt_mutants`` runs every mutant in both dtypes as
+users compile (docs/transformers.md). The suite judges every mutant in float32,
 the dtype whose band could hide a bug, and in float64 the two whose difference is smallest."""
 
 import jax

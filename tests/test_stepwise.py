@@ -55,6 +55,22 @@ def test_the_floor_runs_every_step_a_verdict_runs_and_judges_nothing():
         fg.parity.steps.floor(jax_loss, OPTIMIZER, torch_setup, torch_loss, [])
 
 
+def test_a_verdict_compiles_the_ports_step_once_a_dtype_for_its_synced_steps_and_whole_runs():
+    compiled = []
+
+    def listen(event, duration, fun_name=None, **_):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(fun_name)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        verdicts = fg.compare_steps(jax_loss, OPTIMIZER, torch_setup, torch_loss, BATCHES)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert all(verdict.passed for verdict in verdicts.values())
+    assert compiled.count("jit(step)") == 2, compiled  # float32 and float64 (the float32 steps' twin too)
+
+
 def test_every_kth_step_is_synced():
     verdicts = fg.compare_steps(jax_loss, OPTIMIZER, torch_setup, torch_loss, BATCHES, dtypes=["float64"], every=2)
     assert verdicts["float64"].synced_steps == 2  # steps 0 and 2

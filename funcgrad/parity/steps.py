@@ -375,10 +375,12 @@ class _Replay:
         """The port on its own from torch's state at the start, over the same batches: its whole run."""
         with jax.enable_x64(dtype == np.float64):
             params, buffers, opt_state = jax.device_put(replay.jax_inputs(stages.plan, initial, self.start_step, dtype))
+            no_grads = jax.device_put({name: np.zeros_like(value) for name, value in
+                                       replay.in_dtype_dict(initial.params, dtype).items()})
             losses = []
             for batch in self.batches:
-                loss, buffers, params, opt_state = self.step_fn.free(params, buffers, opt_state,
-                                                                     replay.in_dtype(batch, dtype))
+                loss, buffers, _, params, opt_state = self.step_fn.free(params, buffers, opt_state,
+                                                                        replay.in_dtype(batch, dtype), no_grads)
                 losses.append(loss)
             losses, params, buffers = jax.device_get((losses, params, buffers))
         return recorded_run(np.stack(losses), to_state_dict(params), to_state_dict(buffers))
