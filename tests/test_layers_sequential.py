@@ -181,6 +181,7 @@ def test_inits_and_masks_are_jax_randoms_own_draws_for_their_shape(shape, dtype)
         np.testing.assert_array_equal(drawn, jax.random.uniform(key, shape, jnp.dtype(dtype), -0.5, 0.5))
         mask = L.dropout_mask(key, shape, 0.4, jnp.dtype(dtype))
         np.testing.assert_array_equal(mask > 0, jax.random.uniform(key, shape, jnp.float32) < jnp.float32(0.6))
+    assert L.dropout_mask(key, 5, 0.4).shape == L.dropout_mask(key, [np.int64(5)], 0.4).shape == (5,)
 
 
 def test_layer_keys_differ_by_name_and_agree_across_calls():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from typing import Callable, NamedTuple
 
 import jax
@@ -97,6 +98,7 @@ def uniform(key: jax.Array, shape: tuple[int, ...], dtype, minval: float, maxval
     >>> uniform(jax.random.key(0), (2, 1, 3, 3), jnp.float32, -1.0, 1.0).shape
     (2, 1, 3, 3)
     """
+    shape = tuple(operator.index(size) for size in (shape if hasattr(shape, "__iter__") else (shape,)))
     return jax.random.uniform(key, (math.prod(shape),), dtype, minval, maxval).reshape(shape)
 
 

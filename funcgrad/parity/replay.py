@@ -5,8 +5,9 @@ stage. Nothing here judges (:mod:`funcgrad.parity.steps` does).
 Each step's work is done once: torch's state is read once (parameters, buffers, optimizer
 state and schedule position, as numpy copies), a float64 twin is loaded from it in place
 (``copy_`` into the twin's tensors), and the JAX step is one compiled function per dtype,
-``(params, buffers, opt_state, batch, given_grads) -> (loss, new_buffers, grads, new_params,
-new_opt_state)``, that gets the whole state in one call and hands its results back in one.
+``(params, buffers, opt_state, batch, given_grads, use_given) -> (loss, new_buffers, grads,
+new_params, new_opt_state)``, that gets the whole state in one call and hands its results
+back in one; the synced steps and the whole run both call it (:class:`JaxStep`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import copy
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -169,7 +169,9 @@ class JaxStep(NamedTuple):
     new_params, new_opt_state)`` updates ``given_grads`` (torch's: each stage is judged on
     the same inputs); ``free(params, buffers, opt_state, batch, no_grads) -> (loss,
     new_buffers, grads, new_params, new_opt_state)`` updates the port's own gradients
-    (``no_grads``: zeros shaped as ``given_grads``, never read), a step of its whole run.
+    (``no_grads``: zeros with ``given_grads``' shapes and dtypes, which never reach the
+    update), a step of its whole run: it also writes the gradients out, a params-sized
+    buffer a step that the run drops.
 
     Both call one jitted function that selects the gradients its update takes by a traced
     flag (a select passes a value on exactly), so a port is compiled once a dtype instead of
@@ -194,7 +196,9 @@ def jax_step(loss_fn: Callable, optimizer: optax.GradientTransformation, statefu
     @jax.jit
     def step(params, buffers, opt_state, batch, given_grads, use_given):
         loss, new_buffers, grads = gradient(params, buffers, batch)
-        used = jax.tree.map(lambda given, own: jnp.where(use_given, given, own), nested(given_grads), grads)
+        # lax.select, not jnp.where: no dtype promotion; given and own gradients of another
+        # dtype or structure are an error here, as they were to the update before.
+        used = jax.tree.map(lambda given, own: jax.lax.select(use_given, given, own), nested(given_grads), grads)
         updates, new_state = optimizer.update(used, opt_state, params)
         return loss, new_buffers, grads, optax.apply_updates(params, updates), new_state
 
