@@ -196,8 +196,8 @@ def jax_step(loss_fn: Callable, optimizer: optax.GradientTransformation, statefu
     @jax.jit
     def step(params, buffers, opt_state, batch, given_grads, use_given):
         loss, new_buffers, grads = gradient(params, buffers, batch)
-        # lax.select, not jnp.where: no dtype promotion; given and own gradients of another
-        # dtype or structure are an error here, as they were to the update before.
+        # lax.select, not jnp.where: no dtype promotion, so gradients given in another dtype
+        # than the port's own are an error, not a silent update in the wider one.
         used = jax.tree.map(lambda given, own: jax.lax.select(use_given, given, own), nested(given_grads), grads)
         updates, new_state = optimizer.update(used, opt_state, params)
         return loss, new_buffers, grads, optax.apply_updates(params, updates), new_state
