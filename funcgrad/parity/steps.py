@@ -375,8 +375,7 @@ class _Replay:
         """The port on its own from torch's state at the start, over the same batches: its whole run."""
         with jax.enable_x64(dtype == np.float64):
             params, buffers, opt_state = jax.device_put(replay.jax_inputs(stages.plan, initial, self.start_step, dtype))
-            no_grads = jax.device_put({name: np.zeros_like(value) for name, value in
-                                       replay.in_dtype_dict(initial.params, dtype).items()})
+            no_grads = jax.device_put({name: np.zeros(value.shape, dtype) for name, value in initial.params.items()})
             losses = []
             for batch in self.batches:
                 loss, buffers, _, params, opt_state = self.step_fn.free(params, buffers, opt_state,
